@@ -1,0 +1,189 @@
+"""Residual coding with integer adaptive frequency tables on constriction's range coder.
+
+Every voxel arrives with an integer residual ``r`` and a *scale bucket* ``b`` chosen by the
+predictor (bucket b means a residual scale of about ``2**((b - 4) / 2)``). The residual is split
+into a coarse part ``q = r >> s_b`` coded with bucket b's adaptive table, and ``s_b`` low bits
+coded uniformly; ``s_b`` keeps every table's working scale at 8..16 units, so one small alphabet
+serves 8-bit MR and 16-bit noise alike. Coarse values outside +-Q are escaped (Elias-gamma
+length through an adaptive table, then raw bits).
+
+Determinism: tables are integer counts updated by integer rules after every wavefront step, in
+the same order on both sides. constriction turns counts into its fixed-point model using only
+IEEE-754 basic arithmetic on exactly representable integers, so encoder and decoder build the
+same model on every platform. No transcendental function touches the probability path.
+"""
+from __future__ import annotations
+
+import constriction
+import numpy as np
+
+N_BUCKETS = 40
+Q = 96
+ALPHABET = 2 * Q + 3  # escape-low, -Q..Q, escape-high
+ESC_ALPHABET = 40  # Elias-gamma lengths 1..40
+INCREMENT = 32
+LIMIT = 1 << 16  # halve a table when its total passes this: keeps it adaptive
+
+_cat = constriction.stream.model.Categorical
+_uniform_family = constriction.stream.model.Uniform()
+
+# Low-bit shift per bucket: keeps sigma / 2**s in [8, 16).
+SHIFTS = np.maximum(0, (np.arange(N_BUCKETS) - 4) // 2 - 3).astype(np.int64)
+
+
+def default_prior() -> np.ndarray:
+    """Integer starting counts: a peaked, heavy-tailed shape (adaptation takes over quickly)."""
+    q = np.arange(-Q, Q + 1, dtype=np.int64)
+    body = 1 + (1 << 16) // (64 + q * q)
+    row = np.concatenate(([4], body, [4]))
+    return np.tile(row, (N_BUCKETS, 1))
+
+
+def bucket_from_scale_q3(log2_scale_q3: np.ndarray) -> np.ndarray:
+    """Bucket from an estimate of log2(scale) in 1/8 units (integer)."""
+    return np.clip((log2_scale_q3 + 32 + 2) >> 2, 0, N_BUCKETS - 1)
+
+
+class ResidualCoder:
+    """Adaptive state shared by the encode and decode paths of one chunk."""
+
+    def __init__(self, prior: np.ndarray | None = None):
+        self.counts = (default_prior() if prior is None else np.array(prior, dtype=np.int64)).copy()
+        if self.counts.shape != (N_BUCKETS, ALPHABET):
+            raise ValueError("prior table has the wrong shape")
+        self.esc_counts = np.full(ESC_ALPHABET, 1, dtype=np.int64)
+        self.esc_counts[:8] = 16
+        self._models: dict[int, object] = {}
+        self._esc_model = None
+
+    # -- models -----------------------------------------------------------------------------
+    def _model(self, b: int):
+        m = self._models.get(b)
+        if m is None:
+            m = _cat(self.counts[b].astype(np.float64), perfect=False)
+            self._models[b] = m
+        return m
+
+    def _esc(self):
+        if self._esc_model is None:
+            self._esc_model = _cat(self.esc_counts.astype(np.float64), perfect=False)
+        return self._esc_model
+
+    def _adapt(self, buckets: np.ndarray, symbols: np.ndarray, esc_lengths: np.ndarray) -> None:
+        hist = np.bincount(buckets * ALPHABET + symbols, minlength=N_BUCKETS * ALPHABET)
+        hist = hist.reshape(N_BUCKETS, ALPHABET)
+        touched = np.flatnonzero(hist.any(axis=1))
+        self.counts[touched] += INCREMENT * hist[touched]
+        totals = self.counts[touched].sum(axis=1)
+        big = touched[totals > LIMIT]
+        self.counts[big] = (self.counts[big] + 1) >> 1
+        for b in touched:
+            self._models.pop(int(b), None)
+        if esc_lengths.size:
+            self.esc_counts += INCREMENT * np.bincount(esc_lengths - 1, minlength=ESC_ALPHABET)
+            if self.esc_counts.sum() > LIMIT:
+                self.esc_counts = (self.esc_counts + 1) >> 1
+            self._esc_model = None
+
+    # -- symbol mapping ---------------------------------------------------------------------
+    @staticmethod
+    def _split(r: np.ndarray, s: np.ndarray):
+        q = r >> s
+        low = r - (q << s)
+        sym = np.clip(q + (Q + 1), 0, ALPHABET - 1)
+        return q, low, sym
+
+    def encode_step(self, enc, r: np.ndarray, buckets: np.ndarray) -> None:
+        s = SHIFTS[buckets]
+        q, low, sym = self._split(r, s)
+        order = np.argsort(buckets, kind="stable")
+        sb, ss = buckets[order], sym[order]
+        cuts = np.flatnonzero(np.diff(sb)) + 1
+        for b, group in zip(sb[np.concatenate(([0], cuts))], np.split(ss, cuts)):
+            enc.encode(group.astype(np.int32), self._model(int(b)))
+        esc_len = self._encode_escapes(enc, q, sym)
+        self._encode_low(enc, low, s)
+        self._adapt(buckets, sym, esc_len)
+
+    def decode_step(self, dec, buckets: np.ndarray) -> np.ndarray:
+        s = SHIFTS[buckets]
+        order = np.argsort(buckets, kind="stable")
+        sb = buckets[order]
+        cuts = np.flatnonzero(np.diff(sb)) + 1
+        starts = np.concatenate(([0], cuts))
+        ends = np.concatenate((cuts, [sb.size]))
+        sym_sorted = np.empty(sb.size, dtype=np.int64)
+        for b, a, e in zip(sb[starts], starts, ends):
+            sym_sorted[a:e] = dec.decode(self._model(int(b)), int(e - a))
+        sym = np.empty_like(sym_sorted)
+        sym[order] = sym_sorted
+        q = sym - (Q + 1)
+        esc_len = self._decode_escapes(dec, q, sym)
+        low = self._decode_low(dec, s)
+        self._adapt(buckets, sym, esc_len)
+        return (q << s) + low
+
+    # -- escapes: q beyond +-Q ----------------------------------------------------------------
+    def _encode_escapes(self, enc, q, sym):
+        esc = np.flatnonzero((sym == 0) | (sym == ALPHABET - 1))
+        if esc.size == 0:
+            return esc
+        qe = q[esc]
+        e1 = np.where(qe < 0, -(Q + 1) - qe, qe - (Q + 1)) + 1  # >= 1
+        n = _bit_length(e1)
+        enc.encode((n - 1).astype(np.int32), self._esc())
+        _encode_raw_bits(enc, e1 - (np.int64(1) << (n - 1)), n - 1)
+        return n
+
+    def _decode_escapes(self, dec, q, sym):
+        esc = np.flatnonzero((sym == 0) | (sym == ALPHABET - 1))
+        if esc.size == 0:
+            return esc
+        n = dec.decode(self._esc(), esc.size).astype(np.int64) + 1
+        e1 = _decode_raw_bits(dec, n - 1) + (np.int64(1) << (n - 1))
+        low_side = sym[esc] == 0
+        q[esc] = np.where(low_side, -(Q + 1) - (e1 - 1), (Q + 1) + (e1 - 1))
+        return n
+
+    # -- uniform low bits -----------------------------------------------------------------------
+    @staticmethod
+    def _encode_low(enc, low, s):
+        sel = s > 0
+        if sel.any():
+            enc.encode(low[sel].astype(np.int32), _uniform_family,
+                       (np.int32(1) << s[sel].astype(np.int32)))
+
+    @staticmethod
+    def _decode_low(dec, s):
+        low = np.zeros(s.size, dtype=np.int64)
+        sel = s > 0
+        if sel.any():
+            low[sel] = dec.decode(_uniform_family, (np.int32(1) << s[sel].astype(np.int32)))
+        return low
+
+
+def _bit_length(v: np.ndarray) -> np.ndarray:
+    # frexp is exact for integers below 2**53: exponent == bit length
+    return np.frexp(v.astype(np.float64))[1].astype(np.int64)
+
+
+def _encode_raw_bits(enc, value: np.ndarray, nbits: np.ndarray) -> None:
+    for k in range(3):  # up to 48 bits in 16-bit uniform pieces
+        bits = np.clip(nbits - 16 * k, 0, 16)
+        sel = bits > 0
+        if not sel.any():
+            break
+        enc.encode(((value[sel] >> (16 * k)) & ((np.int64(1) << bits[sel]) - 1)).astype(np.int32),
+                   _uniform_family, (np.int32(1) << bits[sel].astype(np.int32)))
+
+
+def _decode_raw_bits(dec, nbits: np.ndarray) -> np.ndarray:
+    value = np.zeros(nbits.size, dtype=np.int64)
+    for k in range(3):
+        bits = np.clip(nbits - 16 * k, 0, 16)
+        sel = bits > 0
+        if not sel.any():
+            break
+        part = dec.decode(_uniform_family, (np.int32(1) << bits[sel].astype(np.int32)))
+        value[sel] |= part.astype(np.int64) << (16 * k)
+    return value

@@ -1,0 +1,1 @@
+"""File format adapters (see base.py)."""

@@ -1,0 +1,62 @@
+"""What a file format adapter hands to the codec, and the adapter registry.
+
+A file (or a folder of files) becomes a :class:`Payload`: integer volumes that the voxel codec
+compresses, plus verbatim byte members (headers, DICOM attributes, non-image files) that are
+stored with a general-purpose codec, plus a JSON-able ``meta`` dict that tells the same adapter
+how to rebuild the original bytes.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import UnsupportedInputError
+
+
+@dataclass
+class Payload:
+    volumes: list[np.ndarray]
+    members: dict[str, bytes] = field(default_factory=dict)
+    meta: dict = field(default_factory=lambda: {"format": "array"})
+
+
+class FormatAdapter(Protocol):
+    name: str  # stored as payload.meta["format"]
+
+    def can_read(self, path: Path) -> bool: ...
+
+    def read(self, path: Path) -> Payload: ...
+
+    def write(self, payload: Payload, out: Path) -> list[Path]:
+        """Rebuild the original file(s) at ``out``; raise MedzipError if any hash mismatches."""
+        ...
+
+    def default_output(self, payload: Payload, archive: Path) -> Path:
+        """Output path used by ``medzip decompress`` when ``-o`` is not given."""
+        ...
+
+
+# Modules defining ``ADAPTER``; probed in this order by ``adapter_for_path``.
+_ADAPTER_MODULES = ["nifti", "npy"]
+
+
+def adapters() -> list[FormatAdapter]:
+    return [importlib.import_module(f"{__package__}.{m}").ADAPTER for m in _ADAPTER_MODULES]
+
+
+def adapter_for_path(path: Path) -> FormatAdapter:
+    for adapter in adapters():
+        if adapter.can_read(path):
+            return adapter
+    raise UnsupportedInputError(f"{path}: unrecognised input format (expected .npy, .nii, .nii.gz)")
+
+
+def adapter_by_name(name: str) -> FormatAdapter:
+    for adapter in adapters():
+        if adapter.name == name:
+            return adapter
+    raise UnsupportedInputError(f"archive holds format '{name}', which this medzip cannot restore")

@@ -1,0 +1,1 @@
+"""Predictors: causal models that give each voxel an integer prediction and a scale bucket."""

@@ -1,0 +1,181 @@
+"""Classical predictor: per-volume least-squares 3-D linear prediction + adaptive bias.
+
+The encoder fits integer (Q12) coefficients over a causal neighbourhood (six in-slice
+neighbours and the 3x3 block of the previous slice) on a sample of the volume, with exact
+integer normal equations and a pure-Python solve so the fit is reproducible on any machine.
+A second, in-slice-only set serves the first slice of every chunk. The residual scale comes
+from the magnitudes of neighbouring residuals; a JPEG-LS style bias canceller (mean error per
+context of scale bucket x local texture) removes systematic offsets as coding proceeds.
+"""
+from __future__ import annotations
+
+import struct
+
+import numba
+import numpy as np
+
+from ..entropy import N_BUCKETS
+from ..intmath import log2_q3, solve_normal_equations
+from ..scheduling import PaddedGeometry
+
+FRAC = 12
+OFFS_2D = [(0, 0, -1), (0, -1, 0), (0, -1, -1), (0, -1, 1), (0, 0, -2), (0, -2, 0)]
+OFFS_3D = OFFS_2D + [(-1, dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+N_TEXTURE = 32
+BC_HALVE_AT = 256
+MAX_FIT_SAMPLES = 1 << 20
+
+
+def flat_offsets(offsets, geom: PaddedGeometry) -> np.ndarray:
+    return np.array([dz * geom.plane + dy * geom.row + dx for dz, dy, dx in offsets], np.int64)
+
+
+class LS3DPredictor:
+    name = "ls3d"
+    lag = 4
+
+    def __init__(self, coef3: np.ndarray, coef2: np.ndarray):
+        self.coef3 = np.asarray(coef3, np.int64)  # len(OFFS_3D) + 1 (bias last)
+        self.coef2 = np.asarray(coef2, np.int64)
+
+    # -- serialisation ----------------------------------------------------------------------
+    def params(self) -> bytes:
+        c = np.concatenate([self.coef3, self.coef2]).astype("<i8")
+        return struct.pack("<BB", len(self.coef3), len(self.coef2)) + c.tobytes()
+
+    @classmethod
+    def from_params(cls, blob: bytes) -> "LS3DPredictor":
+        n3, n2 = struct.unpack_from("<BB", blob)
+        if n3 != len(OFFS_3D) + 1 or n2 != len(OFFS_2D) + 1 or len(blob) != 2 + 8 * (n3 + n2):
+            raise ValueError("bad ls3d parameter block")
+        c = np.frombuffer(blob, "<i8", offset=2).astype(np.int64)
+        return cls(c[:n3], c[n3:])
+
+    # -- encoder-side fit -------------------------------------------------------------------
+    @classmethod
+    def fit(cls, vol4: np.ndarray) -> "LS3DPredictor":
+        return cls(_fit(vol4, OFFS_3D, need_prev=True), _fit(vol4, OFFS_2D, need_prev=False))
+
+    def start_chunk(self, geom: PaddedGeometry, vmax: int) -> "_LSChunk":
+        return _LSChunk(self, geom, vmax)
+
+
+def _fit(vol4: np.ndarray, offsets, need_prev: bool) -> np.ndarray:
+    """Least-squares Q12 coefficients (+ bias) from a deterministic sample of the volume."""
+    t_, z_, y_, x_ = vol4.shape
+    k = len(offsets)
+    z_lo = 1 if need_prev else 0
+    planes = [(t, z) for t in range(t_) for z in range(z_lo, z_)]
+    if not planes or y_ * x_ == 0:
+        return _identity_coefficients(k)
+    take = planes[:: max(1, len(planes) // 32)]
+    step = max(1, int(np.sqrt(len(take) * y_ * x_ / MAX_FIT_SAMPLES)))
+    shift = max(0, int(vol4.max()).bit_length() - 16)  # keep integer products far from overflow
+    ata = np.zeros((k + 1, k + 1), np.int64)
+    atb = np.zeros(k + 1, np.int64)
+    for t, z in take:
+        pair = np.zeros((2, y_ + 4, x_ + 4), np.int64)
+        pair[1, 2:-2, 2:-2] = vol4[t, z] >> shift
+        if z > 0:
+            pair[0, 2:-2, 2:-2] = vol4[t, z - 1] >> shift
+        ys = slice(2, y_ + 2, step)
+        xs = slice(2, x_ + 2, step)
+        target = pair[1, ys, xs].ravel()
+        cols = [pair[1 + dz, 2 + dy: y_ + 2 + dy: step, 2 + dx: x_ + 2 + dx: step].ravel()
+                for dz, dy, dx in offsets]
+        a = np.stack(cols + [np.ones_like(target)], axis=1)
+        ata += a.T @ a
+        atb += a.T @ target
+    if ata[k, k] == 0:
+        return _identity_coefficients(k)
+    sol = solve_normal_equations(ata, atb)
+    coef = [int(round(c * (1 << FRAC))) for c in sol[:k]]
+    bias = int(round(sol[k] * (1 << FRAC) * (1 << shift)))
+    return np.array(coef + [bias], np.int64)
+
+
+def _identity_coefficients(k: int) -> np.ndarray:
+    c = np.zeros(k + 1, np.int64)
+    c[0] = 1 << FRAC  # predict from W
+    return c
+
+
+class _LSChunk:
+    def __init__(self, pred: LS3DPredictor, geom: PaddedGeometry, vmax: int):
+        self.off3 = flat_offsets(OFFS_3D, geom)
+        self.off2 = flat_offsets(OFFS_2D, geom)
+        self.c3, self.c2 = pred.coef3, pred.coef2
+        self.row, self.plane, self.vmax = geom.row, geom.plane, vmax
+        self.bc_sum = np.zeros(N_BUCKETS * N_TEXTURE, np.int64)
+        self.bc_cnt = np.zeros(N_BUCKETS * N_TEXTURE, np.int64)
+        self._ctx = self._corr = None
+
+    def predict(self, vol, res, flat, zloc):
+        n = flat.size
+        mu = np.empty(n, np.int64)
+        bucket = np.empty(n, np.int64)
+        self._ctx = np.empty(n, np.int64)
+        self._corr = np.empty(n, np.int64)
+        _ls_predict(vol, res, flat, zloc, self.off3, self.c3, self.off2, self.c2, self.row,
+                    self.plane, self.vmax, self.bc_sum, self.bc_cnt, mu, bucket, self._ctx,
+                    self._corr)
+        return mu, bucket
+
+    def update(self, vol, res, flat, zloc, residual):
+        _bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
+
+
+@numba.njit(cache=True)
+def _ls_predict(vol, res, flat, zloc, off3, c3, off2, c2, row, plane, vmax, bc_sum, bc_cnt,
+                mu_out, b_out, ctx_out, corr_out):
+    half = 1 << (FRAC - 1)
+    for i in range(flat.size):
+        f = flat[i]
+        if zloc[i] > 0:
+            acc = c3[c3.size - 1]
+            for k in range(off3.size):
+                acc += c3[k] * vol[f + off3[k]]
+            pr = abs(res[f - plane])
+        else:
+            acc = c2[c2.size - 1]
+            for k in range(off2.size):
+                acc += c2[k] * vol[f + off2[k]]
+            pr = abs(res[f - 2])
+        mu = (acc + half) >> FRAC
+        act = 2 * abs(res[f - 1]) + abs(res[f - row]) + abs(res[f - row - 1]) \
+            + abs(res[f - row + 1]) + pr
+        # mean |residual| ~ act / 6  ->  bucket = 2*log2(scale) + 4
+        b = (log2_q3(8 * act + 4) - 45 + 18) >> 2
+        b = min(max(b, 0), N_BUCKETS - 1)
+        tex = 0
+        if vol[f - 1] > mu:
+            tex += 1
+        if vol[f - row] > mu:
+            tex += 2
+        if vol[f - row - 1] > mu:
+            tex += 4
+        if vol[f - row + 1] > mu:
+            tex += 8
+        if zloc[i] > 0 and vol[f - plane] > mu:
+            tex += 16
+        ctx = b * N_TEXTURE + tex
+        cnt = bc_cnt[ctx]
+        corr = 0
+        if cnt > 0:
+            corr = (bc_sum[ctx] + (cnt >> 1)) // cnt
+        mu += corr
+        mu_out[i] = min(max(mu, 0), vmax)
+        b_out[i] = b
+        ctx_out[i] = ctx
+        corr_out[i] = corr
+
+
+@numba.njit(cache=True)
+def _bias_update(ctx, err, bc_sum, bc_cnt):
+    for i in range(ctx.size):
+        c = ctx[i]
+        bc_sum[c] += err[i]
+        bc_cnt[c] += 1
+        if bc_cnt[c] >= BC_HALVE_AT:
+            bc_sum[c] >>= 1
+            bc_cnt[c] >>= 1

@@ -1,0 +1,69 @@
+"""Decoding order shared by encoder and decoder: a 3-D wavefront over one chunk.
+
+Voxel (z, y, x) of a chunk is coded at step ``t = x + 2*y + lag*z``. Everything a predictor may
+read has a smaller ``t``: the current-slice neighbours W, WW, NW, N, NE, NN (and anything further
+up), and the 3x3 block around (y, x) in the previous slice when ``lag >= 4``. All voxels of one
+step are therefore independent given the earlier steps and are predicted as one batch, which is
+what makes batched (vectorised) inference possible in the decoder. The step count is only
+``X + 2Y + lag*Z``, so batches hold thousands of voxels on clinical volumes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PAD = 2  # voxels of padding around y and x: the widest causal offset any predictor reads
+ZPAD = 2  # padding slices before the first slice of a chunk
+
+
+@dataclass(frozen=True)
+class PaddedGeometry:
+    nz: int
+    ny: int
+    nx: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.nz + ZPAD, self.ny + 2 * PAD, self.nx + 2 * PAD)
+
+    @property
+    def row(self) -> int:
+        return self.nx + 2 * PAD
+
+    @property
+    def plane(self) -> int:
+        return (self.ny + 2 * PAD) * self.row
+
+    def embed(self, chunk: np.ndarray, out: np.ndarray) -> None:
+        out.reshape(self.shape)[ZPAD:, PAD:PAD + self.ny, PAD:PAD + self.nx] = chunk
+
+    def extract(self, padded: np.ndarray) -> np.ndarray:
+        return padded.reshape(self.shape)[ZPAD:, PAD:PAD + self.ny, PAD:PAD + self.nx]
+
+
+def wavefront(geom: PaddedGeometry, lag: int):
+    """Yield ``(flat, zloc)`` per step: flat indices into the padded chunk, and slice numbers."""
+    nz, ny, nx = geom.nz, geom.ny, geom.nx
+    # Diagonals u = x + 2y of one slice, concatenated in u order, as padded in-plane offsets.
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    u = (xx + 2 * yy).ravel()
+    order = np.argsort(u, kind="stable")
+    diag_flat = ((yy.ravel() + PAD) * geom.row + xx.ravel() + PAD)[order].astype(np.int64)
+    umax = nx - 1 + 2 * (ny - 1)
+    diag_len = np.bincount(u, minlength=umax + 1)
+    diag_start = np.concatenate(([0], np.cumsum(diag_len)[:-1]))
+    zs = np.arange(nz, dtype=np.int64)
+    zbase = (zs + ZPAD) * geom.plane
+    for t in range(umax + lag * (nz - 1) + 1):
+        us = t - lag * zs
+        live = (us >= 0) & (us <= umax)
+        z = zs[live]
+        us = us[live]
+        lens = diag_len[us]
+        total = int(lens.sum())
+        ends = np.cumsum(lens)
+        # ragged concatenation of diag ranges, without a Python loop over slices
+        pos = np.arange(total, dtype=np.int64) + np.repeat(diag_start[us] - (ends - lens), lens)
+        flat = diag_flat[pos] + np.repeat(zbase[live], lens)
+        yield flat, np.repeat(z, lens)

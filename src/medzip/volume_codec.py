@@ -1,0 +1,293 @@
+"""One integer volume -> independent coded chunks (and back).
+
+Steps: validate dtype; flatten to (t, z, y, x); subtract the minimum and, for sparse histograms,
+map the used values to consecutive ranks; fit the predictor on the encoder; split every 3-D
+volume into slabs of slices; code each slab with the wavefront engine (in parallel processes
+when asked); record a SHA-256 of the original bytes that the decoder checks.
+"""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+import zstandard
+
+from .container import Container, ContainerWriter
+from .entropy import ResidualCoder
+from .errors import CorruptStreamError, MedzipError, UnsupportedInputError
+from .predictors.registry import DEFAULT_LEVEL, LEVELS, fit_predictor, load_predictor, model_for_level
+from .scheduling import PaddedGeometry, wavefront
+
+__all__ = ["CodecSettings", "LEVELS", "encode_volume", "decode_volume", "volume_summary"]
+
+TARGET_CHUNK_SLICES = 64
+SUPPORTED_KINDS = "iu"
+MAX_RANGE_BITS = 33  # int32/uint32 span
+
+
+@dataclass(frozen=True)
+class CodecSettings:
+    level: int = DEFAULT_LEVEL
+    model: str | None = None
+    chunk_slices: int | None = None
+    workers: int = 1
+    progress: bool = False
+
+    @classmethod
+    def make(cls, *, level=None, model=None, chunk_slices=None, workers=1, progress=False):
+        level = DEFAULT_LEVEL if level is None else int(level)
+        model_for_level(level)  # validates
+        if chunk_slices is not None and int(chunk_slices) < 1:
+            raise UnsupportedInputError("chunk size must be at least one slice")
+        workers = os.cpu_count() or 1 if not workers or workers < 1 else int(workers)
+        return cls(level, model, None if chunk_slices is None else int(chunk_slices), workers,
+                   bool(progress))
+
+
+def _as_4d(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    return (1,) * (4 - len(shape)) + tuple(shape)
+
+
+def chunk_bounds(nz: int, chunk_slices: int | None) -> list[tuple[int, int]]:
+    """Balanced slabs; depends only on the volume (never on worker count) so bytes are stable."""
+    n = max(1, round(nz / (chunk_slices or TARGET_CHUNK_SLICES)))
+    if chunk_slices:
+        n = -(-nz // chunk_slices)
+    edges = [nz * i // n for i in range(n + 1)]
+    return [(a, b - a) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def _original_bytes(arr: np.ndarray) -> bytes:
+    return np.ascontiguousarray(arr).tobytes()
+
+
+# -- value mapping ------------------------------------------------------------------------------
+def _value_map(flat: np.ndarray, vmin: int, vmax: int):
+    """Ranks of the used values when that shrinks the alphabet a lot, else None."""
+    span = vmax - vmin + 1
+    if span > (1 << 24) or span < 16:
+        return None
+    used = np.flatnonzero(np.bincount((flat - vmin).astype(np.intp), minlength=span))
+    if used.size * 2 > span:
+        return None
+    return used.astype(np.int64)
+
+
+def _store_table(used: np.ndarray) -> bytes:
+    return zstandard.ZstdCompressor(level=19).compress(np.diff(used, prepend=0).astype("<u4").tobytes())
+
+
+def _load_table(blob: bytes, count: int) -> np.ndarray:
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(blob, max_output_size=4 * count)
+    except zstandard.ZstdError:
+        raise CorruptStreamError("value table is corrupted") from None
+    if len(raw) != 4 * count:
+        raise CorruptStreamError("value table is corrupted")
+    return np.cumsum(np.frombuffer(raw, "<u4").astype(np.int64))
+
+
+# -- chunk engine -------------------------------------------------------------------------------
+def _work_dtype(vmax: int):
+    return np.int32 if vmax < (1 << 30) else np.int64
+
+
+def code_chunk(predictor, geom: PaddedGeometry, vmax: int, chunk: np.ndarray | None = None,
+               words: np.ndarray | None = None):
+    """Encode ``chunk`` (returns uint32 words) or decode ``words`` (returns the chunk)."""
+    dt = _work_dtype(vmax)
+    vol = np.zeros(geom.shape, dt).ravel()
+    res = np.zeros(geom.shape, dt).ravel()
+    model = predictor.start_chunk(geom, vmax)
+    coder = ResidualCoder(getattr(predictor, "prior", None))
+    encoding = chunk is not None
+    if encoding:
+        geom.embed(chunk, vol)
+        enc = constriction.stream.queue.RangeEncoder()
+    else:
+        dec = constriction.stream.queue.RangeDecoder(words)
+    for flat, zloc in wavefront(geom, predictor.lag):
+        mu, bucket = model.predict(vol, res, flat, zloc)
+        if encoding:
+            r = vol[flat] - mu
+            coder.encode_step(enc, r, bucket)
+        else:
+            r = coder.decode_step(dec, bucket)
+            x = mu + r
+            if x.size and (x.min() < 0 or x.max() > vmax):
+                raise CorruptStreamError("coded data is corrupted (value out of range)")
+            vol[flat] = x
+        res[flat] = r
+        model.update(vol, res, flat, zloc, r)
+    if encoding:
+        return enc.get_compressed()
+    return geom.extract(vol).copy()
+
+
+_JOB: dict = {}
+
+
+def _encode_job(i):
+    j = _JOB
+    t, z0, nz = j["chunks"][i]
+    part = j["vol4"][t, z0:z0 + nz]
+    geom = PaddedGeometry(*part.shape)
+    return code_chunk(j["predictor"], geom, j["vmax"], chunk=part).astype("<u4").tobytes()
+
+
+def _decode_job(args):
+    predictor, shape, vmax, blob, label = args
+    if len(blob) % 4:
+        raise CorruptStreamError(f"{label} is truncated")
+    words = np.frombuffer(blob, "<u4").astype(np.uint32)
+    try:
+        return code_chunk(predictor, PaddedGeometry(*shape), vmax, words=words)
+    except (ValueError, RuntimeError, AssertionError):  # constriction reports exhausted data
+        raise CorruptStreamError(f"{label} is corrupted (entropy decoding failed)") from None
+
+
+def _run(fn, jobs, workers: int, weights, progress: bool, desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=int(sum(weights)), unit="vox", unit_scale=True, desc=desc,
+               disable=not progress, leave=False)
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            out = []
+            for job, w in zip(jobs, weights):
+                out.append(fn(job))
+                bar.update(w)
+            return out
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
+            futures = [pool.submit(fn, job) for job in jobs]
+            out = []
+            for f, w in zip(futures, weights):
+                out.append(f.result())
+                bar.update(w)
+            return out
+    finally:
+        bar.close()
+
+
+# -- public entry points ------------------------------------------------------------------------
+def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSettings) -> dict:
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in SUPPORTED_KINDS or arr.dtype.itemsize > 4:
+        raise UnsupportedInputError(
+            f"cannot compress {arr.dtype} data: medzip codes integer volumes of 8 to 32 bits")
+    if not 1 <= arr.ndim <= 4:
+        raise UnsupportedInputError(f"cannot compress a {arr.ndim}-D array (1-D to 4-D supported)")
+    header = {"shape": list(arr.shape), "dtype": arr.dtype.str,
+              "sha256": hashlib.sha256(_original_bytes(arr)).hexdigest(), "chunks": []}
+    if arr.size == 0:
+        header["codec"] = "empty"
+        return header
+    vol4 = arr.reshape(_as_4d(arr.shape)).astype(np.int64)
+    vmin, vmax = int(vol4.min()), int(vol4.max())
+    header["min"] = vmin
+    if vmin == vmax:
+        header["codec"] = "constant"
+        return header
+    mapped = vol4.ravel() - vmin
+    used = _value_map(vol4.ravel(), vmin, vmax)
+    if used is not None:
+        lut = np.zeros(vmax - vmin + 1, np.int64)
+        lut[used] = np.arange(used.size)
+        mapped = lut[mapped]
+        header["value_table"] = {"count": int(used.size), **writer.add_section(_store_table(used))}
+    top = int(mapped.max())
+    mapped = mapped.astype(_work_dtype(top)).reshape(vol4.shape)
+    model = settings.model or model_for_level(settings.level)
+    predictor, model_entry = fit_predictor(model, mapped, settings.level)
+    header.update(codec="predictive", vmax=top, model=model_entry,
+                  predictor_params=writer.add_section(predictor.params()))
+    chunks = [(t, z0, nz) for t in range(vol4.shape[0])
+              for z0, nz in chunk_bounds(vol4.shape[1], settings.chunk_slices)]
+    _JOB.update(vol4=mapped, predictor=predictor, vmax=top, chunks=chunks)
+    try:
+        weights = [nz * vol4.shape[2] * vol4.shape[3] for _, _, nz in chunks]
+        blobs = _run(_encode_job, list(range(len(chunks))), settings.workers, weights,
+                     settings.progress, "compress")
+    finally:
+        _JOB.clear()
+    for (t, z0, nz), blob in zip(chunks, blobs):
+        header["chunks"].append({"t": t, "z0": z0, "nz": nz, **writer.add_section(blob)})
+    return header
+
+
+def _malformed(what: str) -> CorruptStreamError:
+    return CorruptStreamError(f"medzip header is malformed ({what})")
+
+
+def decode_volume(container: Container, vh: dict, *, workers: int = 1,
+                  progress: bool = False) -> np.ndarray:
+    try:
+        shape = tuple(int(s) for s in vh["shape"])
+        dtype = np.dtype(vh["dtype"])
+        codec = vh["codec"]
+    except (KeyError, TypeError, ValueError):
+        raise _malformed("volume entry") from None
+    if dtype.kind not in SUPPORTED_KINDS or any(s < 0 for s in shape) or len(shape) > 4:
+        raise _malformed("volume shape or dtype")
+    t_, z_, y_, x_ = _as_4d(shape)
+    if codec == "empty":
+        out = np.zeros(shape, dtype)
+    elif codec == "constant":
+        out = np.full(shape, int(vh["min"]), dtype=dtype)
+    elif codec == "predictive":
+        out = _decode_predictive(container, vh, (t_, z_, y_, x_), dtype, workers, progress)
+        out = out.reshape(shape)
+    else:
+        raise MedzipError(f"volume uses codec '{codec}', unknown to this medzip version")
+    if hashlib.sha256(_original_bytes(out)).hexdigest() != vh.get("sha256"):
+        raise CorruptStreamError("decoded volume does not match its SHA-256: data is corrupted")
+    return out
+
+
+def _decode_predictive(container, vh, shape4, dtype, workers, progress):
+    t_, z_, y_, x_ = shape4
+    vmax = int(vh["vmax"])
+    predictor = load_predictor(vh.get("model") or {},
+                               container.section(vh["predictor_params"], "predictor parameters"))
+    jobs, places = [], []
+    covered = np.zeros((t_, z_), np.int64)
+    for i, c in enumerate(vh["chunks"]):
+        t, z0, nz = int(c["t"]), int(c["z0"]), int(c["nz"])
+        if not (0 <= t < t_ and 0 <= z0 and nz > 0 and z0 + nz <= z_):
+            raise _malformed("chunk index")
+        covered[t, z0:z0 + nz] += 1
+        label = f"chunk {i} (volume {t}, slices {z0}..{z0 + nz - 1})"
+        jobs.append((predictor, (nz, y_, x_), vmax, container.section(c, label), label))
+        places.append((t, z0, nz))
+    if not (covered == 1).all():
+        raise _malformed("chunks do not cover the volume")
+    parts = _run(_decode_job, jobs, workers, [p[2] * y_ * x_ for p in places], progress, "decompress")
+    mapped = np.empty(shape4, np.int64)
+    for (t, z0, nz), part in zip(places, parts):
+        mapped[t, z0:z0 + nz] = part
+    if "value_table" in vh:
+        table = _load_table(container.section(vh["value_table"], "value table"),
+                            int(vh["value_table"]["count"]))
+        if table.size <= vmax:
+            raise CorruptStreamError("value table is corrupted (too short)")
+        mapped = table[mapped]
+    return (mapped + int(vh["min"])).astype(dtype)
+
+
+def volume_summary(vh: dict) -> dict:
+    shape = [int(s) for s in vh.get("shape", [])]
+    voxels = int(np.prod(shape)) if shape else 0
+    dtype = np.dtype(vh.get("dtype", "u1"))
+    stored = sum(int(c.get("length", 0)) for c in vh.get("chunks", []))
+    return {"shape": shape, "dtype": dtype.name, "voxels": voxels,
+            "raw_bytes": voxels * dtype.itemsize, "stored_bytes": stored,
+            "chunks": len(vh.get("chunks", [])), "codec": vh.get("codec"),
+            "model": (vh.get("model") or {}).get("name"),
+            "model_sha256": (vh.get("model") or {}).get("sha256"),
+            "bits_per_voxel": 8.0 * stored / voxels if voxels else 0.0}
