@@ -388,13 +388,11 @@ class DicomAdapter:
                 raise CorruptStreamError("DICOM archive of a single file lists several files")
             out.write_bytes(restored[0][1])
             return [out]
-        written = []
-        for rel, data in restored:
-            target = out / _safe_rel(rel)
+        targets = [out / _safe_rel(rel) for rel, _ in restored]
+        for target, (_, data) in zip(targets, restored):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-            written.append(target)
-        return written
+        return targets
 
     @staticmethod
     def _restore_series(s: dict, files: list, payload: Payload, blob: bytes, restored: list) -> None:
