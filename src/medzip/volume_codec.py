@@ -112,6 +112,8 @@ def code_chunk(predictor, geom: PaddedGeometry, vmax: int, chunk: np.ndarray | N
     else:
         dec = constriction.stream.queue.RangeDecoder(words)
     for flat, zloc in wavefront(geom, predictor.lag):
+        if not flat.size:  # thin slabs (y*x tiny, lag > diagonals) have empty steps: no symbols
+            continue
         mu, bucket = model.predict(vol, res, flat, zloc)
         if encoding:
             r = vol[flat] - mu
