@@ -1,0 +1,440 @@
+"""``medzip`` command line, in the style of zstd / xz.
+
+Exit status: 0 success, 1 error (one ``medzip: <message>`` line on stderr, no partial output),
+2 usage error, 130 interrupted. Input is kept unless ``--rm``; outputs are never overwritten
+without ``-f``; ``-`` (or no file) means stdin / stdout, and binary data is never written to or
+read from a terminal. Subcommands from other medzip modules are added through their
+``register(subparsers)`` hook.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import importlib
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, api, files
+from .errors import MedzipError
+
+EXTENSION_MODULES = ("medzip.bench.cli", "medzip.training.cli")
+_ALIASES = {"-z": "compress", "--compress": "compress", "-d": "decompress",
+            "--decompress": "decompress", "--uncompress": "decompress", "-t": "test",
+            "--test": "test", "-l": "info", "--list": "info"}
+_STDIO = "-"
+
+
+class _UsageError(Exception):
+    """Bad combination of arguments: exit status 2."""
+
+
+# ---- small helpers ----------------------------------------------------------------------------
+
+def _say(args, msg: str, level: int = 0) -> None:
+    """Status to stderr: level 0 by default, 1 with -v; -q silences both."""
+    if args.verbosity >= level:
+        print(msg, file=sys.stderr)
+
+
+def _error(msg) -> None:
+    print("medzip: " + " ".join(str(msg).splitlines()), file=sys.stderr)
+
+
+def _progress(args) -> bool:
+    if args.progress is not None:
+        return args.progress
+    return args.verbosity >= 0 and sys.stderr.isatty()
+
+
+def _stdout_binary():
+    if sys.stdout.isatty():
+        raise MedzipError("refusing to write binary data to a terminal (use -o FILE or redirect stdout)")
+    return sys.stdout.buffer
+
+
+def _stdin_binary() -> bytes:
+    if sys.stdin.isatty():
+        raise MedzipError("refusing to read binary data from a terminal (give a file or pipe data in)")
+    return sys.stdin.buffer.read()
+
+
+def _level(text: str) -> int:
+    from .volume_codec import LEVELS
+
+    if text in LEVELS:
+        return LEVELS[text]
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 1..9 or one of {', '.join(LEVELS)}, got '{text}'") from None
+
+
+def _threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a worker count >= 0, got '{text}'")
+    return n
+
+
+def _size_line(src, n_in: int, info: dict, dst, seconds: float) -> str:
+    ratio = n_in / info["compressed_bytes"] if info["compressed_bytes"] else 0.0
+    return (f"{src}: {n_in:,} -> {info['compressed_bytes']:,} bytes ({ratio:.2f}x, "
+            f"{info['bits_per_voxel']:.3f} bits/voxel) -> {dst}  [{seconds:.1f} s]")
+
+
+def _input_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+# ---- compress ---------------------------------------------------------------------------------
+
+def _encode_stdin(args) -> bytes:
+    return files.encode_bytes(_stdin_binary(), level=args.level, model=args.model,
+                              workers=args.threads, progress=_progress(args))
+
+
+def cmd_compress(args) -> int:
+    inputs = args.inputs or [_STDIO]
+    if len(inputs) > 1 and (args.output or args.stdout):
+        raise _UsageError("-o / -c take a single input")
+    if inputs.count(_STDIO) > 1:
+        raise _UsageError("stdin ('-') can be read only once")
+    rc = 0
+    for name in inputs:
+        try:
+            t0 = time.perf_counter()
+            to_stdout = args.stdout or args.output == _STDIO or (name == _STDIO and not args.output)
+            if to_stdout:
+                out = _stdout_binary()
+                if name == _STDIO:
+                    data = _encode_stdin(args)
+                    n_in = None
+                else:
+                    data = files.encode_file(name, level=args.level, model=args.model,
+                                             workers=args.threads, progress=_progress(args))
+                    n_in = Path(name).stat().st_size
+                out.write(data)
+                out.flush()
+                if args.rm:
+                    _say(args, f"medzip: {name}: not removed (output went to stdout)")
+                if n_in is not None:
+                    _say(args, _size_line(name, n_in, api.inspect(data), "<stdout>",
+                                          time.perf_counter() - t0), 1)
+                continue
+            if name == _STDIO:  # stdin to a named file
+                raw = _stdin_binary()
+                data = files.encode_bytes(raw, level=args.level, model=args.model,
+                                          workers=args.threads, progress=_progress(args))
+                dst = files.write_output(data, args.output, force=args.force)
+                _say(args, _size_line("<stdin>", len(raw), api.inspect(data), dst,
+                                      time.perf_counter() - t0))
+                continue
+            n_in = _input_size(Path(name))
+            dst = files.compress_file(name, args.output, level=args.level, model=args.model,
+                                      workers=args.threads, force=args.force,
+                                      progress=_progress(args), verify=args.verify,
+                                      remove_source=args.rm)
+            info = files.info_file(dst)
+            _say(args, _size_line(name, n_in, info, dst, time.perf_counter() - t0))
+        except (MedzipError, OSError) as exc:
+            _error(exc if isinstance(exc, MedzipError) else f"{name}: {exc.strerror or exc}")
+            rc = 1
+    return rc
+
+
+# ---- decompress -------------------------------------------------------------------------------
+
+def cmd_decompress(args) -> int:
+    inputs = args.inputs or [_STDIO]
+    if len(inputs) > 1 and (args.output or args.stdout):
+        raise _UsageError("-o / -c take a single input")
+    if inputs.count(_STDIO) > 1:
+        raise _UsageError("stdin ('-') can be read only once")
+    rc = 0
+    for name in inputs:
+        try:
+            t0 = time.perf_counter()
+            to_stdout = args.stdout or args.output == _STDIO or (name == _STDIO and not args.output)
+            label = "<stdin>" if name == _STDIO else name
+            if to_stdout:
+                out = _stdout_binary()
+                data = _stdin_binary() if name == _STDIO else files.read_input(name)
+                n = files.decompress_to_stream(data, out, workers=args.threads,
+                                               progress=_progress(args), name=label)
+                _say(args, f"{label}: {n:,} bytes -> <stdout>  [{time.perf_counter() - t0:.1f} s]", 1)
+                continue
+            if name == _STDIO:
+                written = files.decompress_bytes(_stdin_binary(), args.output, workers=args.threads,
+                                                 force=args.force, progress=_progress(args))
+            else:
+                written = files.decompress_file(name, args.output, workers=args.threads,
+                                                force=args.force, progress=_progress(args),
+                                                remove_source=args.rm)
+            outs = ", ".join(str(p) for p in written)
+            _say(args, f"{label}: -> {outs}  [{time.perf_counter() - t0:.1f} s]")
+        except (MedzipError, OSError) as exc:
+            _error(exc if isinstance(exc, MedzipError) else f"{name}: {exc.strerror or exc}")
+            rc = 1
+    return rc
+
+
+# ---- test / info ------------------------------------------------------------------------------
+
+def cmd_test(args) -> int:
+    rc = 0
+    for name in args.files:
+        try:
+            t0 = time.perf_counter()
+            if name == _STDIO:
+                info = files.test_bytes(_stdin_binary(), workers=args.threads, progress=_progress(args))
+            else:
+                info = files.test_file(name, workers=args.threads, progress=_progress(args))
+            voxels = sum(v["voxels"] for v in info["volumes"])
+            _say(args, f"{info['path']}: OK ({voxels:,} voxels, {info['bits_per_voxel']:.3f} "
+                       f"bits/voxel, {time.perf_counter() - t0:.1f} s)")
+        except (MedzipError, OSError) as exc:
+            _error(exc if isinstance(exc, MedzipError) else f"{name}: {exc.strerror or exc}")
+            rc = 1
+    return rc
+
+
+def _human_info(info: dict) -> list[str]:
+    lines = [str(info["path"]),
+             f"  archive     {info['compressed_bytes']:,} bytes, format {info['format_version']}, "
+             f"written by {info.get('writer')}",
+             f"  original    {info['original_bytes']:,} bytes (voxels + kept members), "
+             f"ratio {info['ratio']:.3f}, {info['bits_per_voxel']:.3f} bits/voxel"]
+    for i, v in enumerate(info["volumes"]):
+        shape = "x".join(str(s) for s in v["shape"])
+        model = v.get("model") or "-"
+        if v.get("model_sha256"):
+            model += f" (sha256 {v['model_sha256'][:12]})"
+        lines.append(f"  volume {i}    {shape} {v['dtype']}, codec {v.get('codec')}, model {model}, "
+                     f"{v.get('chunks', 0)} chunk(s), {v['stored_bytes']:,} bytes, "
+                     f"{v['bits_per_voxel']:.3f} bits/voxel")
+    for m in info["members"]:
+        lines.append(f"  member      {m['name']}: {m['size']:,} bytes (stored {m['stored']:,})")
+    for d in info.get("details", []):
+        lines.append(f"  source      {d}")
+    return lines
+
+
+def cmd_info(args) -> int:
+    rc, infos = 0, []
+    for name in args.files:
+        try:
+            info = (files.info_bytes(_stdin_binary()) if name == _STDIO else files.info_file(name))
+        except (MedzipError, OSError) as exc:
+            _error(exc if isinstance(exc, MedzipError) else f"{name}: {exc.strerror or exc}")
+            rc = 1
+            continue
+        if args.json:
+            infos.append(info)
+        else:
+            print("\n".join(_human_info(info)))
+    if args.json and infos:
+        print(json.dumps(infos[0] if len(args.files) == 1 else infos, indent=2, allow_nan=False,
+                         default=str))
+    return rc
+
+
+# ---- demo -------------------------------------------------------------------------------------
+
+def cmd_demo(args) -> int:
+    """Compress a real scan, verify the round trip, and compare with gzip -6 / zstd -19."""
+    import zstandard
+
+    path = Path(args.file) if args.file else files.demo_sample_path()
+    workers = files.resolve_workers(args.threads)
+    adapter, payload = files.load_file(path)
+    raw = b"".join(np.ascontiguousarray(v).tobytes() for v in payload.volumes)
+    voxels = sum(int(v.size) for v in payload.volumes)
+    if not voxels:
+        raise MedzipError(f"{path}: no voxels to compress")
+    t0 = time.perf_counter()
+    data = api.compress_payload(payload, level=args.level, model=args.model, workers=workers,
+                                progress=_progress(args))
+    t_enc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    decoded = api.decompress_payload(data, workers=workers, progress=_progress(args))
+    if not all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(payload.volumes, decoded.volumes)):
+        raise MedzipError(f"{path}: demo round trip FAILED: decoded voxels differ")
+    if hasattr(adapter, "verify"):
+        adapter.verify(decoded)  # the original file's SHA-256
+    t_dec = time.perf_counter() - t0
+    info = api.inspect(data)
+    voxel_bytes = info["compressed_bytes"] - sum(m["stored"] or 0 for m in info["members"])
+    t0 = time.perf_counter()
+    n_gz = len(gzip.compress(raw, compresslevel=6, mtime=0))
+    t_gz = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    n_zs = len(zstandard.ZstdCompressor(level=19).compress(raw))
+    t_zs = time.perf_counter() - t0
+    level = args.level if args.level is not None else "default"
+    rows = [("medzip", f"level {level}", voxel_bytes, t_enc, t_dec),
+            ("gzip -6", "raw voxels", n_gz, t_gz, None),
+            ("zstd -19", "raw voxels", n_zs, t_zs, None)]
+    shapes = ", ".join("x".join(map(str, v.shape)) + f" {v.dtype}" for v in payload.volumes)
+    if args.json:
+        print(json.dumps({"file": str(path), "voxels": voxels, "raw_bytes": len(raw),
+                          "archive_bytes": info["compressed_bytes"], "verified": True,
+                          "results": [{"method": r[0], "bytes": r[2], "bits_per_voxel": 8 * r[2] / voxels,
+                                       "encode_s": r[3], "decode_s": r[4]} for r in rows]}, indent=2))
+        return 0
+    print(f"sample: {path.name} ({shapes}; {voxels:,} voxels, {len(raw):,} raw bytes)")
+    print(f"{'method':<10}{'':<12}{'bytes':>10}{'bits/voxel':>12}{'encode':>10}{'decode':>10}")
+    for name, note, n, te, td in rows:
+        dec = f"{td:9.2f}s" if td is not None else f"{'':>10}"
+        print(f"{name:<10}{note:<12}{n:>10,}{8 * n / voxels:>12.3f}{te:9.2f}s{dec}")
+    print(f"round trip verified: voxels identical and the original file's SHA-256 matches "
+          f"(archive {info['compressed_bytes']:,} bytes incl. file header, workers {workers})")
+    return 0
+
+
+# ---- parser -----------------------------------------------------------------------------------
+
+def _common(p: argparse.ArgumentParser, *, threads: bool = True, progress: bool = True) -> None:
+    p.add_argument("-q", "--quiet", action="count", default=0, help="less output")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more output")
+    if threads:
+        p.add_argument("-T", "--threads", type=_threads, default=0, metavar="N",
+                       help="worker processes (0 = all cores, the default)")
+    if progress:
+        p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="progress bar on stderr (default: when stderr is a terminal)")
+
+
+def _io_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", metavar="OUT", help="output file ('-' = stdout)")
+    p.add_argument("-c", "--stdout", action="store_true", help="write to stdout")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite existing output")
+    p.add_argument("-k", "--keep", dest="rm", action="store_false",
+                   help="keep the input (default)")
+    p.add_argument("--rm", dest="rm", action="store_true",
+                   help="delete the input after the output is written and verified")
+    p.set_defaults(rm=False)  # else -k's store_false default (True) would win
+
+
+def _level_options(p: argparse.ArgumentParser) -> None:
+    for i in range(1, 10):
+        p.add_argument(f"-{i}", dest="level", action="store_const", const=i, help=argparse.SUPPRESS)
+    p.add_argument("--level", type=_level, metavar="N",
+                   help="compression level 1..9 or fast/default/strong (also -1 .. -9)")
+    p.add_argument("--model", metavar="NAME|FILE", help="predictor model name or parameter file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medzip", description="Lossless compression of 3-D medical images (.nii, .nii.gz, .npy).",
+        epilog="zstd-style shortcuts: medzip FILE (compress), medzip -d FILE.mzp, medzip -t FILE.mzp, "
+               "medzip -l FILE.mzp. Exit status: 0 ok, 1 error, 2 usage, 130 interrupted.")
+    parser.add_argument("--version", action="version", version=f"medzip {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("compress", help="compress files to FILE.mzp")
+    p.add_argument("inputs", nargs="*", metavar="IN", help="input files ('-' or none: stdin)")
+    _io_options(p)
+    _level_options(p)
+    p.add_argument("--verify", action="store_true",
+                   help="decode the written archive and check it before keeping it (implied by --rm)")
+    _common(p)
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("decompress", help="restore the original file(s)")
+    p.add_argument("inputs", nargs="*", metavar="IN", help="archives ('-' or none: stdin)")
+    _io_options(p)
+    _common(p)
+    p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser("test", help="verify archives completely without writing anything")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    _common(p)
+    p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("info", help="show an archive's header: sizes, ratio, bits/voxel, model, members")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(p, threads=False, progress=False)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="compress the bundled real MR sample and compare with gzip/zstd")
+    p.add_argument("file", nargs="?", metavar="FILE", help="use this .nii/.nii.gz/.npy instead")
+    _level_options(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(p)
+    p.set_defaults(func=cmd_demo)
+
+    for name in EXTENSION_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # that part of medzip is not installed / not written yet
+            _error(f"warning: commands from {name} unavailable: {exc}")
+            continue
+        module.register(sub)
+    parser.commands = set(sub.choices)  # for the zstd-style shortcuts in _rewrite
+    return parser
+
+
+_BUNDLED = re.compile(r"-[dztlcfkqv]{2,}")
+
+
+def _rewrite(argv: list[str], commands) -> list[str]:
+    """zstd-style shortcuts: ``-d``/``-t``/``-l``/``-z`` anywhere (also bundled, ``-dcf``),
+    or a bare file -> compress."""
+    if not argv or argv[0] in commands or argv[0] in ("-h", "--help", "--version"):
+        return argv
+    argv = [x for a in argv for x in ([f"-{c}" for c in a[1:]] if _BUNDLED.fullmatch(a) else [a])]
+    for i, a in enumerate(argv):
+        if a in _ALIASES:
+            return [_ALIASES[a], *argv[:i], *argv[i + 1:]]
+    return ["compress", *argv]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = _rewrite(list(sys.argv[1:] if argv is None else argv), parser.commands)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage error (2) or --help / --version (0)
+        return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 2
+    if not getattr(args, "func", None):
+        parser.print_usage(sys.stderr)
+        return 2
+    args.verbosity = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
+    try:
+        return int(args.func(args) or 0)
+    except _UsageError as exc:
+        parser.print_usage(sys.stderr)
+        _error(exc)
+        return 2
+    except MedzipError as exc:
+        _error(exc)
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except BrokenPipeError:  # e.g. `medzip -dc x.mzp | head`: not our error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except OSError as exc:  # e.g. disk full while writing to stdout
+        _error(f"{exc.filename or 'I/O error'}: {exc.strerror or exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
