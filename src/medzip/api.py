@@ -22,9 +22,13 @@ def compress(array, *, level: int | None = None, model: str | None = None,
                             chunk_slices=chunk_slices, workers=workers, progress=progress)
 
 
-def decompress(data, *, workers: int = 1, progress: bool = False) -> np.ndarray:
-    """Inverse of :func:`compress`: returns the exact stored integers."""
-    payload = decompress_payload(data, workers=workers, progress=progress)
+def decompress(data, *, workers: int = 1, progress: bool = False,
+               model: str | None = None) -> np.ndarray:
+    """Inverse of :func:`compress`: returns the exact stored integers.
+
+    ``model`` is only needed for streams coded with a user-trained model file.
+    """
+    payload = decompress_payload(data, workers=workers, progress=progress, model=model)
     if len(payload.volumes) != 1:
         raise MedzipError(f"archive holds {len(payload.volumes)} volumes; use decompress_payload")
     return payload.volumes[0]
@@ -55,9 +59,10 @@ def _volume_headers(container: Container) -> list[dict]:
     return vols
 
 
-def decompress_payload(data, *, workers: int = 1, progress: bool = False) -> Payload:
+def decompress_payload(data, *, workers: int = 1, progress: bool = False,
+                       model: str | None = None) -> Payload:
     container = Container.parse(data)
-    volumes = [decode_volume(container, vh, workers=workers, progress=progress)
+    volumes = [decode_volume(container, vh, workers=workers, progress=progress, model=model)
                for vh in _volume_headers(container)]
     members = {}
     dctx = zstandard.ZstdDecompressor()
@@ -94,7 +99,7 @@ def inspect(data) -> dict:
     }
 
 
-def verify(data, *, workers: int = 1, progress: bool = False) -> dict:
+def verify(data, *, workers: int = 1, progress: bool = False, model: str | None = None) -> dict:
     """Decode everything and check every checksum; raises CorruptStreamError on damage."""
-    decompress_payload(data, workers=workers, progress=progress)
+    decompress_payload(data, workers=workers, progress=progress, model=model)
     return inspect(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import struct
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ import zstandard
 
 from .container import Container, ContainerWriter
 from .entropy import ResidualCoder
-from .errors import CorruptStreamError, MedzipError, UnsupportedInputError
+from .errors import CorruptStreamError, UnsupportedInputError, UnsupportedVersionError
 from .predictors.registry import DEFAULT_LEVEL, LEVELS, fit_predictor, load_predictor, model_for_level
 from .scheduling import PaddedGeometry, wavefront
 
@@ -206,7 +207,7 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
     top = int(mapped.max())
     mapped = mapped.astype(_work_dtype(top)).reshape(vol4.shape)
     model = settings.model or model_for_level(settings.level)
-    predictor, model_entry = fit_predictor(model, mapped, settings.level)
+    predictor, model_entry = fit_predictor(model, mapped)
     header.update(codec="predictive", vmax=top, model=model_entry,
                   predictor_params=writer.add_section(predictor.params()))
     chunks = [(t, z0, nz) for t in range(vol4.shape[0])
@@ -227,40 +228,65 @@ def _malformed(what: str) -> CorruptStreamError:
     return CorruptStreamError(f"medzip header is malformed ({what})")
 
 
+# A CRC-valid header can still be malformed (writer bug, forged file): every field the decoder
+# reads is converted here, and a missing or mistyped one is reported as corruption.
+_BAD_FIELD = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
+
+
 def decode_volume(container: Container, vh: dict, *, workers: int = 1,
-                  progress: bool = False) -> np.ndarray:
+                  progress: bool = False, model: str | None = None) -> np.ndarray:
     try:
         shape = tuple(int(s) for s in vh["shape"])
         dtype = np.dtype(vh["dtype"])
         codec = vh["codec"]
-    except (KeyError, TypeError, ValueError):
+    except _BAD_FIELD:
         raise _malformed("volume entry") from None
-    if dtype.kind not in SUPPORTED_KINDS or any(s < 0 for s in shape) or len(shape) > 4:
+    if (dtype.kind not in SUPPORTED_KINDS or dtype.itemsize > 4 or any(s < 0 for s in shape)
+            or len(shape) > 4):
         raise _malformed("volume shape or dtype")
     t_, z_, y_, x_ = _as_4d(shape)
     if codec == "empty":
         out = np.zeros(shape, dtype)
     elif codec == "constant":
-        out = np.full(shape, int(vh["min"]), dtype=dtype)
+        try:
+            out = np.full(shape, int(vh["min"]), dtype=dtype)
+        except _BAD_FIELD:
+            raise _malformed("constant value") from None
     elif codec == "predictive":
-        out = _decode_predictive(container, vh, (t_, z_, y_, x_), dtype, workers, progress)
+        if min(t_, z_, y_, x_) < 1:
+            raise _malformed("volume shape")
+        out = _decode_predictive(container, vh, (t_, z_, y_, x_), dtype, workers, progress, model)
         out = out.reshape(shape)
     else:
-        raise MedzipError(f"volume uses codec '{codec}', unknown to this medzip version")
+        raise UnsupportedVersionError(f"volume uses codec '{codec}', unknown to this medzip version")
     if hashlib.sha256(_original_bytes(out)).hexdigest() != vh.get("sha256"):
         raise CorruptStreamError("decoded volume does not match its SHA-256: data is corrupted")
     return out
 
 
-def _decode_predictive(container, vh, shape4, dtype, workers, progress):
+def _decode_predictive(container, vh, shape4, dtype, workers, progress, user_model):
     t_, z_, y_, x_ = shape4
-    vmax = int(vh["vmax"])
-    predictor = load_predictor(vh.get("model") or {},
-                               container.section(vh["predictor_params"], "predictor parameters"))
+    try:
+        vmax, vmin, chunks = int(vh["vmax"]), int(vh["min"]), vh["chunks"]
+        model, params_ref = vh.get("model") or {}, vh["predictor_params"]
+        count = int(vh["value_table"]["count"]) if "value_table" in vh else None
+    except _BAD_FIELD:
+        raise _malformed("volume entry") from None
+    if (not 1 <= vmax < (1 << MAX_RANGE_BITS) or not isinstance(chunks, list)
+            or not isinstance(model, dict) or (count is not None and count < 1)):
+        raise _malformed("volume entry")
+    params = container.section(params_ref, "predictor parameters")
+    try:
+        predictor = load_predictor(model, params, user_model)
+    except (ValueError, struct.error):
+        raise CorruptStreamError("predictor parameters are corrupted") from None
     jobs, places = [], []
     covered = np.zeros((t_, z_), np.int64)
-    for i, c in enumerate(vh["chunks"]):
-        t, z0, nz = int(c["t"]), int(c["z0"]), int(c["nz"])
+    for i, c in enumerate(chunks):
+        try:
+            t, z0, nz = int(c["t"]), int(c["z0"]), int(c["nz"])
+        except _BAD_FIELD:
+            raise _malformed("chunk index") from None
         if not (0 <= t < t_ and 0 <= z0 and nz > 0 and z0 + nz <= z_):
             raise _malformed("chunk index")
         covered[t, z0:z0 + nz] += 1
@@ -274,12 +300,11 @@ def _decode_predictive(container, vh, shape4, dtype, workers, progress):
     for (t, z0, nz), part in zip(places, parts):
         mapped[t, z0:z0 + nz] = part
     if "value_table" in vh:
-        table = _load_table(container.section(vh["value_table"], "value table"),
-                            int(vh["value_table"]["count"]))
+        table = _load_table(container.section(vh["value_table"], "value table"), count)
         if table.size <= vmax:
             raise CorruptStreamError("value table is corrupted (too short)")
         mapped = table[mapped]
-    return (mapped + int(vh["min"])).astype(dtype)
+    return (mapped + vmin).astype(dtype)
 
 
 def volume_summary(vh: dict) -> dict:

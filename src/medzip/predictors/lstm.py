@@ -1,0 +1,285 @@
+"""The default predictor: a row LSTM over context-normalised features, integer-exact.
+
+For each voxel the per-volume least-squares prediction ``mu_ls`` (ls3d coefficients, fitted by
+the encoder and stored in the stream) and the residuals that prediction left on already-decoded
+neighbours give a local offset and a local scale ``U``. The network sees the neighbourhood
+*relative to that offset, in units of that scale* (so CT in HU, MR of any range and 8-bit data
+look alike), carries an LSTM state along the scan line (from x-1 to x, which the wavefront
+decodes one step earlier), and outputs a correction of the mean and the log of the residual
+scale. The scale selects the entropy coder's bucket, so smooth regions cost few bits and noisy
+ones more. A bias canceller adapts the mean to the volume while coding (online adaptation).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from ..entropy import N_BUCKETS
+from ..errors import ModelMismatchError, UnsupportedInputError
+from ..intlstm import QuantLSTMParams, lstm_cell, linear_head
+from ..intmath import log2_q3
+from ..scheduling import PaddedGeometry
+from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
+
+N_FEATURES = len(OFFS_3D) + 7 + 2
+FEATURE_GAIN = 16  # feature = (value - mu_ls) * 16 / U, clipped to int8
+N_TEXTURE = 32
+BC_HALVE_AT = 256
+MODEL_FORMAT = 1
+
+
+class ModelFile:
+    """A versioned .npz of integer weights; its SHA-256 identifies it in streams."""
+
+    def __init__(self, blob: bytes, origin: str):
+        self.blob = blob
+        self.sha256 = hashlib.sha256(blob).hexdigest()
+        try:
+            with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            self.meta = json.loads(bytes(arrays.pop("meta_json")).decode())
+        except Exception as exc:  # any unreadable file is the user's input problem
+            raise UnsupportedInputError(f"{origin}: not a medzip model file ({exc})") from None
+        if self.meta.get("format") != MODEL_FORMAT or self.meta.get("kind") not in ("row-lstm", "paper"):
+            raise UnsupportedInputError(f"{origin}: unsupported medzip model (format/kind)")
+        self.name = self.meta["name"]
+        self.arrays = arrays
+        self.origin = origin
+
+
+BUILTIN_MODELS = {"medzip-lstm": "medzip-lstm.npz", "medzip-lstm-strong": "medzip-lstm-strong.npz",
+                  "medzip-paper": "medzip-paper.npz"}
+
+
+@lru_cache(maxsize=8)
+def builtin_model(name: str) -> ModelFile:
+    fname = BUILTIN_MODELS[name]
+    ref = resources.files("medzip") / "models" / fname
+    if not ref.is_file():
+        raise UnsupportedInputError(f"built-in model '{name}' is not installed ({fname} missing)")
+    return ModelFile(ref.read_bytes(), f"built-in model {name}")
+
+
+def load_model(spec: str) -> ModelFile:
+    """A built-in model name, or a path to a model file."""
+    if spec in BUILTIN_MODELS:
+        return builtin_model(spec)
+    path = Path(spec)
+    if not path.is_file():
+        raise UnsupportedInputError(
+            f"unknown model '{spec}': not a built-in ({', '.join(BUILTIN_MODELS)}) nor a file")
+    return ModelFile(path.read_bytes(), str(path))
+
+
+def find_model(entry: dict, user_model: str | None = None) -> ModelFile:
+    """Decoder side: the model named by the stream, checked by SHA-256."""
+    want = entry.get("sha256")
+    candidates = []
+    if user_model:
+        candidates.append(load_model(user_model))
+    elif entry.get("name") in BUILTIN_MODELS:
+        candidates.append(builtin_model(entry["name"]))
+    for m in candidates:
+        if m.sha256 == want:
+            return m
+    have = f" (supplied model has SHA-256 {candidates[0].sha256[:12]}…)" if candidates else ""
+    raise ModelMismatchError(
+        f"stream was coded with model '{entry.get('name')}' SHA-256 {str(want)[:12]}…, which is "
+        f"not available{have}; pass the same model file with --model")
+
+
+class LSTMPredictor:
+    lag = 4
+
+    def __init__(self, model: ModelFile, ls: LS3DPredictor):
+        if model.meta["kind"] != "row-lstm":
+            raise UnsupportedInputError(f"model '{model.name}' is not a row-LSTM model")
+        self.model = model
+        self.name = model.name
+        self.ls = ls
+        self.net = QuantLSTMParams(model.arrays)
+        if self.net.inputs != N_FEATURES:
+            raise UnsupportedInputError(f"model '{model.name}' expects {self.net.inputs} features")
+        self.prior = model.arrays.get("coder_prior")
+        self.bias_cancel = bool(model.meta.get("bias_cancel", True))
+
+    def params(self) -> bytes:
+        return self.ls.params()
+
+    def header_entry(self) -> dict:
+        return {"name": self.model.name, "sha256": self.model.sha256}
+
+    def start_chunk(self, geom: PaddedGeometry, vmax: int) -> "_LSTMChunk":
+        return _LSTMChunk(self, geom, vmax)
+
+
+class _LSTMChunk:
+    def __init__(self, pred: LSTMPredictor, geom: PaddedGeometry, vmax: int):
+        self.p = pred
+        self.net = pred.net
+        self.off3 = flat_offsets(OFFS_3D, geom)
+        self.off2 = flat_offsets(OFFS_2D, geom)
+        self.row, self.plane, self.vmax = geom.row, geom.plane, vmax
+        n_rows = geom.shape[0] * geom.shape[1]
+        self.h = np.zeros((n_rows, self.net.hidden), np.int64)
+        self.c = np.zeros((n_rows, self.net.hidden), np.int64)
+        self.els = np.zeros(geom.shape, np.int64).ravel()  # residuals of mu_ls
+        self.bc_sum = np.zeros(N_BUCKETS * N_TEXTURE, np.int64)
+        self.bc_cnt = np.zeros(N_BUCKETS * N_TEXTURE, np.int64)
+
+    def predict(self, vol, res, flat, zloc):
+        n = flat.size
+        mu = np.empty(n, np.int64)
+        bucket = np.empty(n, np.int64)
+        self._mu_ls = np.empty(n, np.int64)
+        self._ctx = np.empty(n, np.int64)
+        self._corr = np.empty(n, np.int64)
+        net = self.net
+        _lstm_predict(vol, self.els, flat, zloc, self.off3, self.p.ls.coef3, self.off2,
+                      self.p.ls.coef2, self.row, self.plane, self.vmax, self.h, self.c, net.w,
+                      net.b, net.shift, net.sig, net.tanh_g, net.tanh_c, net.head_w, net.head_b,
+                      net.head_shift, self.bc_sum, self.bc_cnt, self.p.bias_cancel,
+                      mu, bucket, self._mu_ls, self._ctx, self._corr)
+        return mu, bucket
+
+    def update(self, vol, res, flat, zloc, residual):
+        self.els[flat] = vol[flat] - self._mu_ls
+        if self.p.bias_cancel:
+            _bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
+
+
+@numba.njit(cache=True, inline="always")
+def ls_prediction(vol, f, z, off3, c3, off2, c2):
+    if z > 0:
+        acc = c3[c3.size - 1]
+        for k in range(off3.size):
+            acc += c3[k] * vol[f + off3[k]]
+    else:
+        acc = c2[c2.size - 1]
+        for k in range(off2.size):
+            acc += c2[k] * vol[f + off2[k]]
+    return (acc + (1 << (FRAC - 1))) >> FRAC
+
+
+@numba.njit(cache=True, inline="always")
+def _clip8(v):
+    return min(max(v, -127), 127)
+
+
+@numba.njit(cache=True)
+def voxel_features(vol, els, f, z, mu_ls, row, plane, off3, out):
+    """Context-normalised int8 features of one voxel; returns the local scale U (>= 1)."""
+    e_w = els[f - 1]
+    e_n = els[f - row]
+    e_nw = els[f - row - 1]
+    e_ne = els[f - row + 1]
+    e_ww = els[f - 2]
+    e_nn = els[f - 2 * row]
+    e_p = els[f - plane] if z > 0 else e_ww
+    act = 2 * abs(e_w) + abs(e_n) + abs(e_nw) + abs(e_ne) + abs(e_p)
+    u = 1 + act // 6
+    nk = off3.size
+    for k in range(nk):
+        if k >= 6 and z == 0:
+            out[k] = 0
+        else:
+            out[k] = _clip8(((vol[f + off3[k]] - mu_ls) * FEATURE_GAIN) // u)
+    out[nk + 0] = _clip8((e_w * FEATURE_GAIN) // u)
+    out[nk + 1] = _clip8((e_n * FEATURE_GAIN) // u)
+    out[nk + 2] = _clip8((e_nw * FEATURE_GAIN) // u)
+    out[nk + 3] = _clip8((e_ne * FEATURE_GAIN) // u)
+    out[nk + 4] = _clip8((e_ww * FEATURE_GAIN) // u)
+    out[nk + 5] = _clip8((e_nn * FEATURE_GAIN) // u)
+    out[nk + 6] = _clip8((e_p * FEATURE_GAIN) // u) if z > 0 else 0
+    out[nk + 7] = min(log2_q3(act + 1), 127)
+    out[nk + 8] = 127 if z == 0 else 0
+    return u
+
+
+@numba.njit(cache=True, inline="always")
+def head_to_params(o_mu, o_ls, u, shift):
+    """Head accumulators -> (mean offset in voxel units, 8*log2(scale))."""
+    dmu = (o_mu * u + (1 << (shift - 1))) >> shift
+    lq = log2_q3(u * 8) - 24 + ((o_ls * 8 + (1 << (shift - 1))) >> shift)
+    return dmu, lq
+
+
+@numba.njit(cache=True)
+def _lstm_predict(vol, els, flat, zloc, off3, c3, off2, c2, row, plane, vmax, hs, cs, w, b,
+                  shift, sig, tanh_g, tanh_c, hw, hb, hshift, bc_sum, bc_cnt, bias_cancel,
+                  mu_out, b_out, mu_ls_out, ctx_out, corr_out):
+    n_in = w.shape[1] - hs.shape[1]
+    x = np.empty(n_in, np.int64)
+    acc = np.empty(w.shape[0], np.int64)
+    out = np.empty(2, np.int64)
+    for i in range(flat.size):
+        f = flat[i]
+        z = zloc[i]
+        mu_ls = ls_prediction(vol, f, z, off3, c3, off2, c2)
+        mu_ls = min(max(mu_ls, 0), vmax)
+        u = voxel_features(vol, els, f, z, mu_ls, row, plane, off3, x)
+        r = f // row
+        # state comes from x-1 of this row and goes to x+1 (same row slot)
+        lstm_cell(x, hs[r], cs[r], w, b, shift, sig, tanh_g, tanh_c, acc)
+        linear_head(hs[r], hw, hb, out)
+        dmu, lq = head_to_params(out[0], out[1], u, hshift)
+        mu = mu_ls + dmu
+        bk = min(max((lq + 18) >> 2, 0), N_BUCKETS - 1)
+        ctx = 0
+        corr = 0
+        if bias_cancel:
+            tex = 0
+            if vol[f - 1] > mu:
+                tex += 1
+            if vol[f - row] > mu:
+                tex += 2
+            if vol[f - row - 1] > mu:
+                tex += 4
+            if vol[f - row + 1] > mu:
+                tex += 8
+            if z > 0 and vol[f - plane] > mu:
+                tex += 16
+            ctx = bk * N_TEXTURE + tex
+            cnt = bc_cnt[ctx]
+            if cnt > 0:
+                corr = (bc_sum[ctx] + (cnt >> 1)) // cnt
+        mu_out[i] = min(max(mu + corr, 0), vmax)
+        b_out[i] = bk
+        mu_ls_out[i] = mu_ls
+        ctx_out[i] = ctx
+        corr_out[i] = corr
+
+
+@numba.njit(cache=True)
+def _bias_update(ctx, err, bc_sum, bc_cnt):
+    for i in range(ctx.size):
+        c = ctx[i]
+        bc_sum[c] += err[i]
+        bc_cnt[c] += 1
+        if bc_cnt[c] >= BC_HALVE_AT:
+            bc_sum[c] >>= 1
+            bc_cnt[c] >>= 1
+
+
+@numba.njit(cache=True)
+def volume_features(vol, flat, zloc, off3, c3, off2, c2, row, plane, vmax, feats, els, u_out):
+    """Training helper: features for given voxels of a fully known padded chunk.
+
+    Two passes (LS residuals of every voxel first, then features), equal to what the coder
+    computes incrementally, because features only read causal neighbours.
+    """
+    for i in range(flat.size):
+        f = flat[i]
+        mu_ls = min(max(ls_prediction(vol, f, zloc[i], off3, c3, off2, c2), 0), vmax)
+        els[f] = vol[f] - mu_ls
+    for i in range(flat.size):
+        f = flat[i]
+        mu_ls = vol[f] - els[f]
+        u_out[i] = voxel_features(vol, els, f, zloc[i], mu_ls, row, plane, off3, feats[i])

@@ -1,0 +1,1 @@
+"""Training (PyTorch, optional extra ``train``). Never imported by compress/decompress."""

@@ -1,0 +1,83 @@
+"""Training examples: the exact integer features the coder computes, per row of voxels.
+
+No PyTorch here: features come from the same numba kernel the coder runs
+(predictors.lstm.volume_features), so the network is trained on what it will see.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..formats.base import adapter_for_path
+from ..predictors.ls3d import OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
+from ..predictors.lstm import N_FEATURES, volume_features
+from ..scheduling import PaddedGeometry
+from ..volume_codec import _as_4d, _value_map, _work_dtype, chunk_bounds
+
+
+@dataclass
+class RowSet:
+    """Rows of one volume: features (R, X, F) int8, LS residual e and scale U (R, X) int32."""
+    name: str
+    feats: np.ndarray
+    e: np.ndarray
+    u: np.ndarray
+
+
+def load_volume(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        return np.load(path)
+    return adapter_for_path(path).read(path).volumes[0]
+
+
+def mapped_volume(arr: np.ndarray) -> np.ndarray:
+    """The (t, z, y, x) values the coder works on: minimum removed, sparse values ranked."""
+    vol4 = arr.reshape(_as_4d(arr.shape)).astype(np.int64)
+    vmin, vmax = int(vol4.min()), int(vol4.max())
+    flat = vol4.ravel() - vmin
+    used = _value_map(vol4.ravel(), vmin, vmax)
+    if used is not None:
+        lut = np.zeros(vmax - vmin + 1, np.int64)
+        lut[used] = np.arange(used.size)
+        flat = lut[flat]
+    return flat.reshape(vol4.shape)
+
+
+def volume_rows(name: str, arr: np.ndarray, max_rows: int, rng: np.random.Generator,
+                max_len: int = 256) -> RowSet | None:
+    vol4 = mapped_volume(arr)
+    if vol4.max() == 0 or vol4.shape[3] < 4:
+        return None
+    vmax = int(vol4.max())
+    ls = LS3DPredictor.fit(vol4.astype(_work_dtype(vmax)))
+    feats, es, us = [], [], []
+    t_all = range(vol4.shape[0])
+    if len(t_all) > 4:  # 4-D series: a few time points are plenty
+        t_all = sorted(rng.choice(vol4.shape[0], 4, replace=False))
+    for t in t_all:
+        for z0, nz in chunk_bounds(vol4.shape[1], None):
+            part = vol4[t, z0:z0 + nz]
+            geom = PaddedGeometry(*part.shape)
+            padded = np.zeros(geom.shape, np.int64).ravel()
+            geom.embed(part, padded)
+            zz, yy, xx = np.meshgrid(*(np.arange(s) for s in part.shape), indexing="ij")
+            from ..scheduling import PAD, ZPAD
+            flat = (((zz + ZPAD) * geom.shape[1] + yy + PAD) * geom.shape[2] + xx + PAD).ravel()
+            zloc = zz.ravel().astype(np.int64)
+            f = np.zeros((flat.size, N_FEATURES), np.int64)
+            els = np.zeros_like(padded)
+            u = np.zeros(flat.size, np.int64)
+            volume_features(padded, flat.astype(np.int64), zloc, flat_offsets(OFFS_3D, geom),
+                            ls.coef3, flat_offsets(OFFS_2D, geom), ls.coef2, geom.row,
+                            geom.plane, vmax, f, els, u)
+            shape = (nz * part.shape[1], part.shape[2])
+            feats.append(f.reshape(*shape, N_FEATURES)[:, :max_len].astype(np.int8))
+            es.append(els[flat].reshape(shape)[:, :max_len].astype(np.int32))
+            us.append(u.reshape(shape)[:, :max_len].astype(np.int32))
+    feats, es, us = (np.concatenate(a) for a in (feats, es, us))
+    keep = np.flatnonzero(np.abs(es).sum(axis=1) > 0)  # all-background rows teach nothing
+    if keep.size > max_rows:
+        keep = np.sort(rng.choice(keep, max_rows, replace=False))
+    return RowSet(name, feats[keep], es[keep], us[keep])
