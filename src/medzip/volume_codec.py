@@ -207,7 +207,7 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
     top = int(mapped.max())
     mapped = mapped.astype(_work_dtype(top)).reshape(vol4.shape)
     model = settings.model or model_for_level(settings.level)
-    predictor, model_entry = fit_predictor(model, mapped, settings.level)
+    predictor, model_entry = fit_predictor(model, mapped)
     header.update(codec="predictive", vmax=top, model=model_entry,
                   predictor_params=writer.add_section(predictor.params()))
     chunks = [(t, z0, nz) for t in range(vol4.shape[0])
@@ -234,7 +234,7 @@ _BAD_FIELD = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 
 
 def decode_volume(container: Container, vh: dict, *, workers: int = 1,
-                  progress: bool = False) -> np.ndarray:
+                  progress: bool = False, model: str | None = None) -> np.ndarray:
     try:
         shape = tuple(int(s) for s in vh["shape"])
         dtype = np.dtype(vh["dtype"])
@@ -255,7 +255,7 @@ def decode_volume(container: Container, vh: dict, *, workers: int = 1,
     elif codec == "predictive":
         if min(t_, z_, y_, x_) < 1:
             raise _malformed("volume shape")
-        out = _decode_predictive(container, vh, (t_, z_, y_, x_), dtype, workers, progress)
+        out = _decode_predictive(container, vh, (t_, z_, y_, x_), dtype, workers, progress, model)
         out = out.reshape(shape)
     else:
         raise UnsupportedVersionError(f"volume uses codec '{codec}', unknown to this medzip version")
@@ -264,7 +264,7 @@ def decode_volume(container: Container, vh: dict, *, workers: int = 1,
     return out
 
 
-def _decode_predictive(container, vh, shape4, dtype, workers, progress):
+def _decode_predictive(container, vh, shape4, dtype, workers, progress, user_model):
     t_, z_, y_, x_ = shape4
     try:
         vmax, vmin, chunks = int(vh["vmax"]), int(vh["min"]), vh["chunks"]
@@ -277,7 +277,7 @@ def _decode_predictive(container, vh, shape4, dtype, workers, progress):
         raise _malformed("volume entry")
     params = container.section(params_ref, "predictor parameters")
     try:
-        predictor = load_predictor(model, params)
+        predictor = load_predictor(model, params, user_model)
     except (ValueError, struct.error):
         raise CorruptStreamError("predictor parameters are corrupted") from None
     jobs, places = [], []
