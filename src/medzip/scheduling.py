@@ -13,33 +13,48 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PAD = 2  # voxels of padding around y and x: the widest causal offset any predictor reads
-ZPAD = 2  # padding slices before the first slice of a chunk
+PAD = 2  # default padding around y and x: the widest causal offset of ls3d / row LSTM
+ZPAD = 2  # default padding slices before the first slice of a chunk
 
 
 @dataclass(frozen=True)
 class PaddedGeometry:
+    """A chunk stored with zero padding so causal neighbours are plain flat-index offsets."""
+
     nz: int
     ny: int
     nx: int
+    pad: int = PAD
+    zpad: int = ZPAD
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return (self.nz + ZPAD, self.ny + 2 * PAD, self.nx + 2 * PAD)
+        return (self.nz + self.zpad, self.ny + 2 * self.pad, self.nx + 2 * self.pad)
 
     @property
     def row(self) -> int:
-        return self.nx + 2 * PAD
+        return self.nx + 2 * self.pad
 
     @property
     def plane(self) -> int:
-        return (self.ny + 2 * PAD) * self.row
+        return (self.ny + 2 * self.pad) * self.row
+
+    def _inner(self):
+        p = self.pad
+        return (slice(self.zpad, None), slice(p, p + self.ny), slice(p, p + self.nx))
 
     def embed(self, chunk: np.ndarray, out: np.ndarray) -> None:
-        out.reshape(self.shape)[ZPAD:, PAD:PAD + self.ny, PAD:PAD + self.nx] = chunk
+        out.reshape(self.shape)[self._inner()] = chunk
 
     def extract(self, padded: np.ndarray) -> np.ndarray:
-        return padded.reshape(self.shape)[ZPAD:, PAD:PAD + self.ny, PAD:PAD + self.nx]
+        return padded.reshape(self.shape)[self._inner()]
+
+    def raster_indices(self) -> tuple[np.ndarray, np.ndarray]:
+        """(flat, zloc) of every voxel in raster order (training and fitting helpers)."""
+        zz, yy, xx = np.meshgrid(np.arange(self.nz), np.arange(self.ny), np.arange(self.nx),
+                                 indexing="ij")
+        flat = ((zz + self.zpad) * self.shape[1] + yy + self.pad) * self.shape[2] + xx + self.pad
+        return flat.ravel().astype(np.int64), zz.ravel().astype(np.int64)
 
 
 def wavefront(geom: PaddedGeometry, lag: int):
@@ -49,12 +64,12 @@ def wavefront(geom: PaddedGeometry, lag: int):
     yy, xx = np.mgrid[0:ny, 0:nx]
     u = (xx + 2 * yy).ravel()
     order = np.argsort(u, kind="stable")
-    diag_flat = ((yy.ravel() + PAD) * geom.row + xx.ravel() + PAD)[order].astype(np.int64)
+    diag_flat = ((yy.ravel() + geom.pad) * geom.row + xx.ravel() + geom.pad)[order].astype(np.int64)
     umax = nx - 1 + 2 * (ny - 1)
     diag_len = np.bincount(u, minlength=umax + 1)
     diag_start = np.concatenate(([0], np.cumsum(diag_len)[:-1]))
     zs = np.arange(nz, dtype=np.int64)
-    zbase = (zs + ZPAD) * geom.plane
+    zbase = (zs + geom.zpad) * geom.plane
     for t in range(umax + lag * (nz - 1) + 1):
         us = t - lag * zs
         live = (us >= 0) & (us <= umax)

@@ -22,7 +22,7 @@ from .container import Container, ContainerWriter
 from .entropy import ResidualCoder
 from .errors import CorruptStreamError, UnsupportedInputError, UnsupportedVersionError
 from .predictors.registry import DEFAULT_LEVEL, LEVELS, fit_predictor, load_predictor, model_for_level
-from .scheduling import PaddedGeometry, wavefront
+from .scheduling import PAD, ZPAD, PaddedGeometry, wavefront
 
 __all__ = ["CodecSettings", "LEVELS", "encode_volume", "decode_volume", "volume_summary"]
 
@@ -132,6 +132,12 @@ def code_chunk(predictor, geom: PaddedGeometry, vmax: int, chunk: np.ndarray | N
     return geom.extract(vol).copy()
 
 
+def chunk_geometry(predictor, shape) -> PaddedGeometry:
+    """Padding wide enough for the predictor's neighbourhood (predictors may widen it)."""
+    return PaddedGeometry(*shape, pad=getattr(predictor, "pad", PAD),
+                          zpad=getattr(predictor, "zpad", ZPAD))
+
+
 _JOB: dict = {}
 
 
@@ -139,7 +145,7 @@ def _encode_job(i):
     j = _JOB
     t, z0, nz = j["chunks"][i]
     part = j["vol4"][t, z0:z0 + nz]
-    geom = PaddedGeometry(*part.shape)
+    geom = chunk_geometry(j["predictor"], part.shape)
     return code_chunk(j["predictor"], geom, j["vmax"], chunk=part).astype("<u4").tobytes()
 
 
@@ -149,7 +155,7 @@ def _decode_job(args):
         raise CorruptStreamError(f"{label} is truncated")
     words = np.frombuffer(blob, "<u4").astype(np.uint32)
     try:
-        return code_chunk(predictor, PaddedGeometry(*shape), vmax, words=words)
+        return code_chunk(predictor, chunk_geometry(predictor, shape), vmax, words=words)
     except (ValueError, RuntimeError, AssertionError):  # constriction reports exhausted data
         raise CorruptStreamError(f"{label} is corrupted (entropy decoding failed)") from None
 

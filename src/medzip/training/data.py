@@ -62,14 +62,11 @@ def volume_rows(name: str, arr: np.ndarray, max_rows: int, rng: np.random.Genera
             geom = PaddedGeometry(*part.shape)
             padded = np.zeros(geom.shape, np.int64).ravel()
             geom.embed(part, padded)
-            zz, yy, xx = np.meshgrid(*(np.arange(s) for s in part.shape), indexing="ij")
-            from ..scheduling import PAD, ZPAD
-            flat = (((zz + ZPAD) * geom.shape[1] + yy + PAD) * geom.shape[2] + xx + PAD).ravel()
-            zloc = zz.ravel().astype(np.int64)
+            flat, zloc = geom.raster_indices()
             f = np.zeros((flat.size, N_FEATURES), np.int64)
             els = np.zeros_like(padded)
             u = np.zeros(flat.size, np.int64)
-            volume_features(padded, flat.astype(np.int64), zloc, flat_offsets(OFFS_3D, geom),
+            volume_features(padded, flat, zloc, flat_offsets(OFFS_3D, geom),
                             ls.coef3, flat_offsets(OFFS_2D, geom), ls.coef2, geom.row,
                             geom.plane, vmax, f, els, u)
             shape = (nz * part.shape[1], part.shape[2])

@@ -48,9 +48,11 @@ def laplace_bits(e: torch.Tensor, mu: torch.Tensor, b: torch.Tensor) -> torch.Te
     """-log2 P(e) for a Laplace(mu, b) discretised to integers (numerically stable)."""
     lo, hi = e - mu - 0.5, e - mu + 0.5
     log_bin = torch.log(-torch.expm1(-1.0 / b))
-    right = math.log(0.5) - lo / b + log_bin
-    left = math.log(0.5) + hi / b + log_bin
-    mid = torch.log(torch.clamp(1 - 0.5 * torch.exp(-hi / b) - 0.5 * torch.exp(lo / b), min=1e-12))
+    # each branch only sees arguments of its own sign, so no inf/nan leaks through torch.where
+    right = math.log(0.5) - torch.clamp(lo, min=0) / b + log_bin
+    left = math.log(0.5) + torch.clamp(hi, max=0) / b + log_bin
+    tails = 0.5 * torch.exp(-torch.clamp(hi, min=0) / b) + 0.5 * torch.exp(torch.clamp(lo, max=0) / b)
+    mid = torch.log(torch.clamp(1 - tails, min=1e-12))
     logp = torch.where(lo >= 0, right, torch.where(hi <= 0, left, mid))
     return -logp / LN2
 
@@ -123,7 +125,8 @@ def train(paths: list[Path], out: Path, *, name: str, hidden: int = 16, epochs: 
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            run = 0.98 * run + 0.02 * float(loss) if k else float(loss)
+            lv = float(loss.detach())
+            run = 0.98 * run + 0.02 * lv if k else lv
             bar.set_postfix(bits=f"{run:.3f}")
         model_cpu = model.to("cpu")
         vb, base = evaluate(model_cpu, val_sets) if val_sets else (float("nan"),) * 2
