@@ -1,0 +1,100 @@
+"""Regenerate the golden ``.mzp`` files. Run ONCE, review, commit; tests never call this.
+
+    python tests/golden/make_golden.py            # refuses to overwrite existing files
+    python tests/golden/make_golden.py --force    # after an intentional ls3d/format change
+
+Sources are small crops of real volumes from the project's shared data set
+(``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
+licensed packages. The voxels themselves are not committed as ``.npy``: each ``.mzp`` holds
+them losslessly, and ``manifest.json`` records the SHA-256 of the exact source bytes (native
+layout, C order, the dtype's own byte order) that the decoded array must reproduce.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import medzip
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parents[2] / "shared" / "data" / "volumes"
+
+
+def _crop(name: str, *index) -> np.ndarray:
+    return np.ascontiguousarray(np.load(SHARED / f"{name}.npy")[index])
+
+
+# name -> (source description, array builder, compress kwargs besides model="ls3d")
+CASES = {
+    "ct_nema_2x64x64_u2": (
+        "ct_nema_enhanced_2frame [:, 200:264, 200:264] (genuine CT, pydicom-data, MIT); "
+        "sparse histogram -> value table; one chunk per frame",
+        lambda: _crop("ct_nema_enhanced_2frame", slice(None), slice(200, 264), slice(200, 264)),
+        {"chunk_slices": 1}),
+    "mr_fmri4d_2x4x32x32_i2": (
+        "mr_fmri_example4d_nibabel [:, 8:12, 30:62, 40:72] (genuine 4-D fMRI, nibabel, MIT)",
+        lambda: _crop("mr_fmri_example4d_nibabel", slice(None), slice(8, 12), slice(30, 62),
+                      slice(40, 72)),
+        {}),
+    "mr_heart_6x40x40_u1_sparse": (
+        "mr_heart_8bit_16frame_amijs [0:6, 0:40, 0:40] (genuine MR, ami.js, Apache-2.0); "
+        "30 distinct values in 0..116 -> value table",
+        lambda: _crop("mr_heart_8bit_16frame_amijs", slice(0, 6), slice(0, 40), slice(0, 40)),
+        {}),
+    "mr_colin_6x40x40_i1": (
+        "derived_mr_colin27_ch2_mricron [80:86, 90:130, 70:110] (MR template, mricron-data, "
+        "BSD-3) as int16 minus 128, stored as int8",
+        lambda: (_crop("derived_mr_colin27_ch2_mricron", slice(80, 86), slice(90, 130),
+                       slice(70, 110)).astype(np.int16) - 128).astype(np.int8),
+        {}),
+    "mr_dwi_b0_4x40x40_be_u2": (
+        "mr_dwi_b0_dipy_S0_10slices [3:7, 44:84, 44:84] (genuine MR, dipy, BSD-3) as "
+        "big-endian uint16 ('>u2')",
+        lambda: _crop("mr_dwi_b0_dipy_S0_10slices", slice(3, 7), slice(44, 84),
+                      slice(44, 84)).astype(">u2"),
+        {}),
+}
+
+
+def source_sha256(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--force", action="store_true", help="overwrite existing golden files")
+    args = ap.parse_args()
+    manifest_path = HERE / "manifest.json"
+    if manifest_path.exists() and not args.force:
+        print(f"{manifest_path} exists; golden files are made once. Use --force to remake them "
+              "(only after an intentional encoder or format change).", file=sys.stderr)
+        return 1
+    if not SHARED.is_dir():
+        print(f"shared data not found at {SHARED}", file=sys.stderr)
+        return 1
+    entries = {}
+    for name, (source, build, kwargs) in CASES.items():
+        arr = build()
+        data = medzip.compress(arr, model="ls3d", **kwargs)
+        back = medzip.decompress(data)
+        assert np.array_equal(back, arr) and back.dtype == arr.dtype, name
+        (HERE / f"{name}.mzp").write_bytes(data)
+        entries[name] = {
+            "file": f"{name}.mzp", "source": source, "shape": list(arr.shape),
+            "dtype": arr.dtype.str, "sha256": source_sha256(arr),
+            "compress_kwargs": {"model": "ls3d", **kwargs},
+            "mzp_sha256": hashlib.sha256(data).hexdigest(), "mzp_bytes": len(data),
+        }
+        print(f"{name}: {arr.shape} {arr.dtype.str} -> {len(data)} bytes")
+    manifest = {"writer": f"medzip {medzip.__version__}", "volumes": entries}
+    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
