@@ -245,8 +245,7 @@ def cmd_info(args) -> int:
         else:
             print("\n".join(_human_info(info)))
     if args.json and infos:
-        print(json.dumps(infos[0] if len(args.files) == 1 else infos, indent=2, allow_nan=False,
-                         default=str))
+        print(json.dumps(infos[0] if len(args.files) == 1 else infos, indent=2, default=str))
     return rc
 
 

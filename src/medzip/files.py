@@ -61,8 +61,8 @@ def _named(name, alias: str | None = None):
         raise type(exc)(msg) from None
     except OSError as exc:
         where = exc.filename or label
-        if alias and str(where) == alias:
-            where = label
+        if (alias and str(where) == alias) or "medzip-tmp" in str(where):
+            where = label  # name the user's file, not our staging path
         raise MedzipError(f"{where}: {exc.strerror or exc}") from None
     except MemoryError:
         raise MedzipError(f"{label}: out of memory") from None
@@ -112,7 +112,8 @@ def _write_atomic(data: bytes, dst: Path, force: bool, check=None) -> None:
 def _payload_equal(a: Payload, b: Payload) -> bool:
     if len(a.volumes) != len(b.volumes) or a.members != b.members:
         return False
-    if json.loads(json.dumps(a.meta)) != b.meta:
+    canon = lambda m: json.dumps(m, sort_keys=True)  # noqa: E731 (NaN-safe, unlike ==)
+    if canon(a.meta) != canon(b.meta):
         return False
     return all(x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
                for x, y in zip(a.volumes, b.volumes))
@@ -313,7 +314,8 @@ def decompress_to_stream(data, stream, *, workers: int = 0, progress: bool = Fal
     """Restore a single-file archive and copy its bytes to a binary ``stream``."""
     adapter, payload = _decode(data, name, workers, progress)
     with tempfile.TemporaryDirectory(prefix="medzip-") as tmp, _named(name):
-        target = Path(tmp) / adapter.default_output(payload, Path(name)).name
+        base = Path("stdin.mzp") if name == "<stdin>" else Path(name)  # '<' is not portable
+        target = Path(tmp) / adapter.default_output(payload, base).name
         written = adapter.write(payload, target)
         if len(written) != 1 or not Path(written[0]).is_file():
             raise MedzipError(f"{name}: archive restores {len(written)} files; use -o FOLDER instead of stdout")
