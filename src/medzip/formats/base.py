@@ -41,7 +41,7 @@ class FormatAdapter(Protocol):
 
 
 # Modules defining ``ADAPTER``; probed in this order by ``adapter_for_path``.
-_ADAPTER_MODULES = ["dicom", "nifti", "npy"]
+_ADAPTER_MODULES = ["dicom", "nifti", "npy", "nrrd", "metaimage"]
 
 
 def adapters() -> list[FormatAdapter]:
@@ -52,7 +52,8 @@ def adapter_for_path(path: Path) -> FormatAdapter:
     for adapter in adapters():
         if adapter.can_read(path):
             return adapter
-    raise UnsupportedInputError(f"{path}: unrecognised input format (expected a DICOM file or folder, .npy, .nii, .nii.gz)")
+    raise UnsupportedInputError(f"{path}: unrecognised input format (expected a DICOM file or "
+                                f"folder, .npy, .nii, .nii.gz, .nrrd, .nhdr, .mha or .mhd)")
 
 
 def adapter_by_name(name: str) -> FormatAdapter:
