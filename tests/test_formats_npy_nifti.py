@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from medzip.formats.base import Payload, adapter_by_name, adapter_for_path
 from medzip.formats.nifti import ADAPTER as NIFTI
 from medzip.formats.npy import ADAPTER as NPY
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "originals"
+SHARED = Path(os.environ.get("MEDZIP_SHARED_DATA",  # same override as conftest.py
+                            Path(__file__).resolve().parents[1].parent / "shared" / "data")) / "originals"
 NIB_FILES = ["anatomical.nii", "functional.nii", "example4d.nii.gz", "example_nifti2.nii.gz"]
 SHARED_FILES = sorted(SHARED.glob("*.nii.gz")) if SHARED.is_dir() else []
 
