@@ -240,3 +240,21 @@ def test_unsafe_path_in_archive_is_refused(tmp_path):
     with pytest.raises(CorruptStreamError, match="unsafe path"):
         ADAPTER.write(payload, tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists()
+
+
+# -- command line ----------------------------------------------------------------------------
+
+def test_cli_folder_round_trip(tmp_path, capsys):
+    cli = pytest.importorskip("medzip.cli")
+    study = tmp_path / "study"
+    write_series(study / "t1", source_volume()[:6], series=60, signed=True, overlay=True)
+    shutil.copy(get_testdata_file("MR_small_RLE.dcm"), study / "rle.dcm")
+    (study / "README").write_text("study notes\n")
+    archive = tmp_path / "study.mzp"
+    assert cli.main(["compress", "-1", str(study), "-o", str(archive)]) == 0
+    assert cli.main(["info", str(archive)]) == 0
+    info = capsys.readouterr().out
+    assert "DICOM folder 'study'" in info and "rle.dcm (compressed transfer syntax" in info
+    (tmp_path / "restored").mkdir()
+    assert cli.main(["decompress", str(archive), "-o", str(tmp_path / "restored" / "study")]) == 0
+    assert tree(tmp_path / "restored" / "study") == tree(study)
