@@ -318,7 +318,8 @@ def decompress_to_stream(data, stream, *, workers: int = 0, progress: bool = Fal
         target = Path(tmp) / adapter.default_output(payload, base).name
         written = adapter.write(payload, target)
         if len(written) != 1 or not Path(written[0]).is_file():
-            raise MedzipError(f"{name}: archive restores {len(written)} files; use -o FOLDER instead of stdout")
+            raise MedzipError(f"{name}: archive restores {len(written)} files; "
+                              "use -o FOLDER instead of stdout")
         total = 0
         with open(written[0], "rb") as f:
             while chunk := f.read(1 << 20):

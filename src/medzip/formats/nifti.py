@@ -229,7 +229,8 @@ class NiftiAdapter:
 
     def describe(self, meta: dict) -> list[str]:
         shape = "x".join(str(s) for s in meta.get("shape", []))
-        order = {"<": "little-endian", ">": "big-endian", "|": "single-byte"}.get(meta.get("dtype", "|")[0], "")
+        order = {"<": "little-endian", ">": "big-endian", "|": "single-byte"}.get(
+            meta.get("dtype", "|")[:1], "")
         zooms = ", ".join("?" if z is None else f"{z:g}" for z in meta.get("zooms", []))
         lines = [f"NIfTI-{meta.get('nifti_version')}: shape {shape} (x, y, z, ...), "
                  f"{meta.get('datatype')} {order}, voxel size {zooms}",
