@@ -249,10 +249,11 @@ def print_report(results: list[Result], summary: list[dict], *, details: bool = 
     notes = sorted({n for r in results for n in r.notes})
     if notes:
         console.print("notes: " + "; ".join(notes), style="dim")
-    if results:
-        console.print(f"peak memory: {results[0].mem_method.split(' ')[0]} "
+    ok = [r for r in results if r.status == "ok"]
+    if ok:
+        console.print(f"peak memory: {ok[0].mem_method.split(' ')[0]} "
                       "(see docs/BENCHMARKS.md); speeds: best of "
-                      f"{results[0].repeat} run(s), one thread", style="dim")
+                      f"{ok[0].repeat} run(s), one thread", style="dim")
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
