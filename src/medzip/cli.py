@@ -172,16 +172,18 @@ def cmd_decompress(args) -> int:
                 out = _stdout_binary()
                 data = _stdin_binary() if name == _STDIO else files.read_input(name)
                 n = files.decompress_to_stream(data, out, workers=args.threads,
-                                               progress=_progress(args), name=label)
+                                               progress=_progress(args), name=label,
+                                               model=args.model)
                 _say(args, f"{label}: {n:,} bytes -> <stdout>  [{time.perf_counter() - t0:.1f} s]", 1)
                 continue
             if name == _STDIO:
                 written = files.decompress_bytes(_stdin_binary(), args.output, workers=args.threads,
-                                                 force=args.force, progress=_progress(args))
+                                                 force=args.force, progress=_progress(args),
+                                                 model=args.model)
             else:
                 written = files.decompress_file(name, args.output, workers=args.threads,
                                                 force=args.force, progress=_progress(args),
-                                                remove_source=args.rm)
+                                                remove_source=args.rm, model=args.model)
             outs = ", ".join(str(p) for p in written)
             _say(args, f"{label}: -> {outs}  [{time.perf_counter() - t0:.1f} s]")
         except (MedzipError, OSError) as exc:
@@ -198,9 +200,11 @@ def cmd_test(args) -> int:
         try:
             t0 = time.perf_counter()
             if name == _STDIO:
-                info = files.test_bytes(_stdin_binary(), workers=args.threads, progress=_progress(args))
+                info = files.test_bytes(_stdin_binary(), workers=args.threads, progress=_progress(args),
+                                        model=args.model)
             else:
-                info = files.test_file(name, workers=args.threads, progress=_progress(args))
+                info = files.test_file(name, workers=args.threads, progress=_progress(args),
+                                       model=args.model)
             voxels = sum(v["voxels"] for v in info["volumes"])
             _say(args, f"{info['path']}: OK ({voxels:,} voxels, {info['bits_per_voxel']:.3f} "
                        f"bits/voxel, {time.perf_counter() - t0:.1f} s)")
@@ -354,11 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decompress", help="restore the original file(s)")
     p.add_argument("inputs", nargs="*", metavar="IN", help="archives ('-' or none: stdin)")
     _io_options(p)
+    p.add_argument("--model", metavar="FILE", help="model file, for archives made with a user-trained model")
     _common(p)
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("test", help="verify archives completely without writing anything")
     p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--model", metavar="FILE", help="model file, for archives made with a user-trained model")
     _common(p)
     p.set_defaults(func=cmd_test)
 

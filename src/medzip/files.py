@@ -119,10 +119,12 @@ def _payload_equal(a: Payload, b: Payload) -> bool:
                for x, y in zip(a.volumes, b.volumes))
 
 
-def _verify_archive(path: Path, original: Payload, adapter, workers: int, progress: bool) -> None:
+def _verify_archive(path: Path, original: Payload, adapter, workers: int, progress: bool,
+                    model: str | None = None) -> None:
     """Decode the written archive from disk and check it restores the original (volumes,
     members and, via the adapter, the original file's SHA-256)."""
-    decoded = api.decompress_payload(path.read_bytes(), workers=workers, progress=progress)
+    decoded = api.decompress_payload(path.read_bytes(), workers=workers, progress=progress,
+                                     model=model)
     if not _payload_equal(original, decoded):
         raise CorruptStreamError("verification failed: the archive does not decode to the input")
     if hasattr(adapter, "verify"):
@@ -201,7 +203,7 @@ def compress_file(src, dst=None, *, level: int | None = None, model: str | None 
     if verify or remove_source:
         def check(tmp):
             with _named(dst):
-                _verify_archive(tmp, payload, adapter, workers, progress)
+                _verify_archive(tmp, payload, adapter, workers, progress, model)
     with _named(dst):
         _write_atomic(data, dst, force, check)
     if remove_source:
@@ -241,9 +243,10 @@ def _adapter_for(meta: dict):
     return _ArrayAdapter() if fmt == "array" else adapter_by_name(fmt)
 
 
-def _decode(data, label, workers: int, progress: bool):
+def _decode(data, label, workers: int, progress: bool, model: str | None = None):
     with _named(label):
-        payload = api.decompress_payload(data, workers=resolve_workers(workers), progress=progress)
+        payload = api.decompress_payload(data, workers=resolve_workers(workers), progress=progress,
+                                         model=model)
         return _adapter_for(payload.meta), payload
 
 
@@ -260,12 +263,13 @@ def _planned_output(data, archive: Path) -> Path | None:
 
 
 def decompress_bytes(data, dst, *, workers: int = 0, force: bool = False,
-                     progress: bool = False, name: str = "<stdin>") -> list[Path]:
+                     progress: bool = False, name: str = "<stdin>",
+                     model: str | None = None) -> list[Path]:
     """Restore an in-memory archive to ``dst``; returns the written paths."""
     dst = Path(dst)
     with _named(dst):
         _check_output(dst, force)
-    adapter, payload = _decode(data, name, workers, progress)
+    adapter, payload = _decode(data, name, workers, progress, model)
     return _restore(adapter, payload, dst, force)
 
 
@@ -288,7 +292,8 @@ def _restore(adapter, payload: Payload, dst: Path, force: bool) -> list[Path]:
 
 
 def decompress_file(src, dst=None, *, workers: int = 0, force: bool = False,
-                    progress: bool = False, remove_source: bool = False) -> list[Path]:
+                    progress: bool = False, remove_source: bool = False,
+                    model: str | None = None) -> list[Path]:
     """Restore the original file(s) from ``src``; default output from the format adapter
     (``x.nii.gz.mzp`` -> ``x.nii.gz``). ``remove_source`` deletes the archive after a good write."""
     src = Path(src)
@@ -298,7 +303,7 @@ def decompress_file(src, dst=None, *, workers: int = 0, force: bool = False,
         if planned is not None:
             with _named(planned):
                 _check_output(planned, force, src)
-    adapter, payload = _decode(data, src, workers, progress)
+    adapter, payload = _decode(data, src, workers, progress, model)
     out = Path(dst) if dst is not None else adapter.default_output(payload, src)
     with _named(out):
         _check_output(out, force, src)
@@ -310,9 +315,9 @@ def decompress_file(src, dst=None, *, workers: int = 0, force: bool = False,
 
 
 def decompress_to_stream(data, stream, *, workers: int = 0, progress: bool = False,
-                         name: str = "<stdin>") -> int:
+                         name: str = "<stdin>", model: str | None = None) -> int:
     """Restore a single-file archive and copy its bytes to a binary ``stream``."""
-    adapter, payload = _decode(data, name, workers, progress)
+    adapter, payload = _decode(data, name, workers, progress, model)
     with tempfile.TemporaryDirectory(prefix="medzip-") as tmp, _named(name):
         base = Path("stdin.mzp") if name == "<stdin>" else Path(name)  # '<' is not portable
         target = Path(tmp) / adapter.default_output(payload, base).name
@@ -331,10 +336,11 @@ def decompress_to_stream(data, stream, *, workers: int = 0, progress: bool = Fal
 
 # ---- test / info ------------------------------------------------------------------------------
 
-def test_bytes(data, *, workers: int = 0, progress: bool = False, name: str = "<stdin>") -> dict:
+def test_bytes(data, *, workers: int = 0, progress: bool = False, name: str = "<stdin>",
+               model: str | None = None) -> dict:
     """Decode everything and check every checksum, including the restored file's SHA-256,
     without writing anything (adapters without ``verify`` restore into a temp folder)."""
-    adapter, payload = _decode(data, name, workers, progress)
+    adapter, payload = _decode(data, name, workers, progress, model)
     with _named(name):
         if hasattr(adapter, "verify"):
             adapter.verify(payload)
@@ -344,9 +350,10 @@ def test_bytes(data, *, workers: int = 0, progress: bool = False, name: str = "<
         return {"path": str(name), "ok": True, **api.inspect(data)}
 
 
-def test_file(path, workers: int = 0, progress: bool = False) -> dict:
+def test_file(path, workers: int = 0, progress: bool = False, model: str | None = None) -> dict:
     path = Path(path)
-    return test_bytes(read_input(path), workers=workers, progress=progress, name=str(path))
+    return test_bytes(read_input(path), workers=workers, progress=progress, name=str(path),
+                      model=model)
 
 
 # Keep pytest from collecting the public ``test_*`` helpers when a test module imports them.
