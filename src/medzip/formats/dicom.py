@@ -29,7 +29,7 @@ import io
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -84,12 +84,6 @@ class _Image:
         return tiles[: self.mosaic], tiles[self.mosaic :].astype(self.dtype).tobytes()
 
 
-@dataclass
-class _Group:
-    key: tuple
-    images: list = field(default_factory=list)
-
-
 def _pydicom():
     import pydicom  # core dependency; imported lazily to keep `import medzip` light
 
@@ -128,7 +122,8 @@ def _geometry(ds):
 
 def _mosaic_count(ds) -> int:
     """NumberOfImagesInMosaic from (0019,xx0A) or, failing that, the Siemens CSA image header."""
-    if "MOSAIC" not in [str(v).upper() for v in (ds.get("ImageType") or [])]:
+    image_type = ds.get("ImageType") or []
+    if "MOSAIC" not in [str(v).upper() for v in ([image_type] if isinstance(image_type, str) else image_type)]:
         return 0
     try:
         value = ds.private_block(0x0019, "SIEMENS MR HEADER")[0x0A].value
@@ -308,7 +303,7 @@ class DicomAdapter:
                 members[rel] = data
             else:
                 got.index = len(files) - 1
-                groups.setdefault(_group_key(got), _Group(_group_key(got))).images.append(got)
+                groups.setdefault(_group_key(got), []).append(got)
         volumes, series, blob = [], [], bytearray()
         for group in groups.values():
             volumes.append(self._build_series(group, files, series, blob, len(volumes)))
@@ -319,15 +314,15 @@ class DicomAdapter:
         return Payload(volumes, members, meta)
 
     @staticmethod
-    def _build_series(group: _Group, files: list, series: list, blob: bytearray, vol_index: int):
-        first = group.images[0]
+    def _build_series(group: list, files: list, series: list, blob: bytearray, vol_index: int):
+        first = group[0]
         if first.mosaic:
-            ordered, tz = sorted(group.images, key=lambda im: (im.instance, im.rel)), None
+            ordered, tz = sorted(group, key=lambda im: (im.instance, im.rel)), None
             units = [im.unit() for im in ordered]
             vol = np.stack([u for u, _ in units]) if len(units) > 1 else units[0][0]
             layout = "mosaic"
         else:
-            ordered, tz = _order(group.images)
+            ordered, tz = _order(group)
             units = [im.unit() for im in ordered]
             vol = np.concatenate([u for u, _ in units])
             layout = "stack"
