@@ -311,7 +311,10 @@ class HeaderedImageAdapter:
         relative name, next to it. Everything is checked before anything is written."""
         out = Path(out)
         restored = self._rebuild(payload)
-        targets = [out if name is None else out.parent / safe_relative(name, out) for name, _ in restored]
+        try:
+            targets = [out if name is None else out.parent / safe_relative(name, out) for name, _ in restored]
+        except UnsupportedInputError:  # only a damaged or crafted archive lists such a name
+            raise CorruptStreamError(f"{self.label} archive lists an unsafe data file path") from None
         for target, (_, data) in zip(targets, restored):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
