@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from medzip.errors import CorruptStreamError  # noqa: E402
 from medzip.formats.base import adapter_by_name, adapter_for_path  # noqa: E402
 from medzip.formats.dicom import ADAPTER, HEADERS_MEMBER  # noqa: E402
 
-SHARED = Path("/work/shared/data")
+SHARED = Path(os.environ.get("MEDZIP_SHARED_DATA",  # same override as conftest.py
+                            Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 ORIGINALS = SHARED / "originals"
 EPI = SHARED / "volumes" / "mr_epi_trio_axasc35_heudiconv.npy"
 UID_ROOT = "1.2.826.0.1.3680043.8.498.4242."

@@ -3,6 +3,7 @@ pynrrd / SimpleITK as independent readers."""
 from __future__ import annotations
 
 import gzip
+import os
 import zlib
 from pathlib import Path
 
@@ -24,7 +25,9 @@ except ImportError:
 needs_nrrd = pytest.mark.skipif(nrrd is None, reason="pynrrd not installed")
 needs_sitk = pytest.mark.skipif(sitk is None, reason="SimpleITK not installed")
 
-VOLUME = Path("/work/shared/data/volumes/ct_head_invesalius_cranium.npy")
+SHARED = Path(os.environ.get("MEDZIP_SHARED_DATA",  # same override as conftest.py
+                            Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+VOLUME = SHARED / "volumes" / "ct_head_invesalius_cranium.npy"
 
 
 @pytest.fixture(scope="module")
