@@ -58,8 +58,6 @@ def main(argv=None) -> int:
     ap.add_argument("--no-docs", action="store_true", help="do not touch the docs")
     args = ap.parse_args(argv)
 
-    from rich.console import Console
-
     from medzip.bench import report
     from medzip.bench.codecs import select
     from medzip.bench.runner import load_volumes, memory_method, run_bench
@@ -71,12 +69,11 @@ def main(argv=None) -> int:
     volumes = [v for f in files for v in load_volumes(f)]
     codecs = select(args.codecs)
     memory = memory_method("auto")
-    err = Console(stderr=True)
 
     def log(r):  # one line per measurement, so a background run can be followed in its log
         what = f"{r.bits_per_voxel:.3f} b/vox, enc {r.encode_mb_s:.2f} / dec {r.decode_mb_s:.2f} MB/s" \
             if r.status == "ok" else r.reason
-        err.print(f"{r.volume:36s} {r.codec:16s} {r.status:8s} {what}", highlight=False)
+        print(f"{r.volume:36s} {r.codec:16s} {r.status:8s} {what}", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     results = run_bench(volumes, codecs, repeat=args.repeat, memory=memory, on_result=log)

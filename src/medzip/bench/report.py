@@ -172,7 +172,8 @@ def write_plot(path, summary: list[dict], title: str = "") -> None:
     ax.set_yscale("log")
     ax.set_xlabel("bits per voxel (lower is better)")
     ax.set_ylabel("decode speed, MB/s of raw voxels (log)")
-    ax.set_title(title or f"medzip bench: {group} ({pts[0]['files_ok'] if pts else 0} volumes)")
+    n = max((r["files_ok"] for r in pts), default=0)
+    ax.set_title(title or f"medzip bench: {group} ({n} volume{'s' if n != 1 else ''})")
     ax.grid(True, which="both", alpha=0.3)
     if pts:
         ax.legend(loc="best", fontsize=8)

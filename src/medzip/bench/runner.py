@@ -6,6 +6,8 @@ it does not take) is ``skipped`` with the reason. Nothing here raises for a code
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import re
 import sys
@@ -111,11 +113,23 @@ def load_volumes(path) -> list[Volume]:
 class _RssPeak:
     """Growth of the resident set during a call (Linux): reset VmHWM, run, read VmHWM.
 
-    Sees native library buffers too. Memory the process already holds and reuses does not show,
-    so the figure is a lower bound on what a fresh process would need.
+    Sees native library buffers too. Freed heap is first handed back to the system (glibc
+    ``malloc_trim``) so that reusing it shows; memory still held and reused does not, so the
+    figure remains a lower bound on what a fresh process would need.
     """
 
     method = "rss-hwm"
+    _trim = None
+
+    @classmethod
+    def _release_free_heap(cls) -> None:
+        if cls._trim is None:
+            try:
+                cls._trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            except (OSError, AttributeError):
+                cls._trim = False
+        if cls._trim:
+            cls._trim(0)
 
     @staticmethod
     def usable() -> bool:
@@ -138,6 +152,7 @@ class _RssPeak:
         return hwm, rss
 
     def __enter__(self):
+        self._release_free_heap()
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         self.base = self._read()[1]
