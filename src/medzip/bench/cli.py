@@ -1,4 +1,4 @@
-"""``medzip bench``: medzip side by side with the codecs people use instead.
+"""medzip bench: medzip side by side with the codecs people use instead.
 
 Registered into the main CLI by ``register(subparsers)``; also runnable on its own as
 ``python -m medzip.bench.cli FILES...``.
@@ -20,7 +20,8 @@ exit status: 0 done; 1 an input could not be read or a medzip codec failed its r
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", metavar="FILES",
-                   help=".npy / NIfTI (later DICOM) inputs; every volume in each is measured")
+                   help="inputs medzip reads (.npy, NIfTI, DICOM file or folder, ...); "
+                   "every volume in each is measured")
     p.add_argument("--codecs", default="default",
                    help="comma-separated codec names, or 'default' / 'all' (default: default)")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
