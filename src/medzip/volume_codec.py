@@ -279,7 +279,8 @@ def _decode_predictive(container, vh, shape4, dtype, workers, progress, user_mod
     except _BAD_FIELD:
         raise _malformed("volume entry") from None
     if (not 1 <= vmax < (1 << MAX_RANGE_BITS) or not isinstance(chunks, list)
-            or not isinstance(model, dict) or (count is not None and count < 1)):
+            or not isinstance(model, dict) or not isinstance(model.get("name"), str)
+            or (count is not None and count < 1)):
         raise _malformed("volume entry")
     params = container.section(params_ref, "predictor parameters")
     try:
@@ -301,14 +302,22 @@ def _decode_predictive(container, vh, shape4, dtype, workers, progress, user_mod
         places.append((t, z0, nz))
     if not (covered == 1).all():
         raise _malformed("chunks do not cover the volume")
+    table, top = None, vmax
+    if count is not None:
+        table = _load_table(container.section(vh["value_table"], "value table"), count)
+        # the encoder writes ranks 0..vmax of strictly increasing offsets starting at 0
+        if table.size != vmax + 1 or table[0] != 0 or (np.diff(table) <= 0).any():
+            raise CorruptStreamError("value table is corrupted")
+        top = int(table[-1])
+    info = np.iinfo(dtype)
+    if vmin < info.min or vmin + top > info.max:  # else astype would wrap silently
+        raise CorruptStreamError(f"volume values {vmin}..{vmin + top} do not fit {dtype}: "
+                                 "data is corrupted")
     parts = _run(_decode_job, jobs, workers, [p[2] * y_ * x_ for p in places], progress, "decompress")
     mapped = np.empty(shape4, np.int64)
     for (t, z0, nz), part in zip(places, parts):
         mapped[t, z0:z0 + nz] = part
-    if "value_table" in vh:
-        table = _load_table(container.section(vh["value_table"], "value table"), count)
-        if table.size <= vmax:
-            raise CorruptStreamError("value table is corrupted (too short)")
+    if table is not None:
         mapped = table[mapped]
     return (mapped + vmin).astype(dtype)
 
