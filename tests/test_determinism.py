@@ -1,0 +1,134 @@
+"""Determinism is a correctness property: the decoder must rebuild the encoder's probabilities
+exactly on another CPU, thread count, instruction set, batch size or worker count.
+
+Encoding and decoding run in fresh subprocesses under the environment variations that changed
+PyTorch float results in our measurements (OMP/MKL threads, ATEN_CPU_CAPABILITY, MKL limited to
+SSE4.2) and under numba compiled for a generic x86-64 CPU; bytes and voxels must be identical.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import medzip
+from medzip.files import demo_sample_path
+from medzip.formats.base import adapter_for_path
+
+ENVIRONMENTS = {
+    "omp1": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+    "omp2": {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"},
+    "aten_default": {"ATEN_CPU_CAPABILITY": "default"},
+    "mkl_sse42": {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+    "numba_generic_cpu": {"NUMBA_CPU_NAME": "generic", "NUMBA_CPU_FEATURES": ""},
+}
+
+_SCRIPT = r"""
+import hashlib, json, sys
+import numpy as np, medzip
+args = json.loads(sys.argv[1])
+arr = np.load(args["array"])
+blob = medzip.compress(arr, level=args["level"], workers=args["workers"])
+back = medzip.decompress(open(args["stream"], "rb").read(), workers=args["workers"])
+print(json.dumps({"encoded": hashlib.sha256(blob).hexdigest(),
+                  "decoded": hashlib.sha256(back.tobytes()).hexdigest(),
+                  "dtype": back.dtype.str, "torch_imported": "torch" in sys.modules}))
+"""
+
+
+def sample_array() -> np.ndarray:
+    """A real MR volume (the bundled dipy b0 sample), cropped to keep subprocesses quick."""
+    vol = adapter_for_path(demo_sample_path()).read(demo_sample_path()).volumes[0]
+    vol = vol.reshape(vol.shape[-3:])
+    arr = np.ascontiguousarray(vol[:6, 20:84, 20:84])
+    assert arr.shape == (6, 64, 64) and arr.std() > 0
+    return arr
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    arr = sample_array()
+    folder = tmp_path_factory.mktemp("determinism")
+    np.save(folder / "array.npy", arr)
+    return folder, arr
+
+
+@pytest.mark.parametrize("level", [1, 5, 9])
+@pytest.mark.parametrize("env_name", sorted(ENVIRONMENTS))
+def test_same_bytes_and_voxels_under_environment(sample, level, env_name, tmp_path):
+    folder, arr = sample
+    blob = medzip.compress(arr, level=level, workers=1)
+    stream = tmp_path / "ref.mzp"
+    stream.write_bytes(blob)
+    env = {**os.environ, **ENVIRONMENTS[env_name], "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    for workers in (1, 2):
+        args = {"array": str(folder / "array.npy"), "stream": str(stream), "level": level,
+                "workers": workers}
+        out = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps(args)], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got["encoded"] == hashlib.sha256(blob).hexdigest(), f"encoder differs ({env_name})"
+        assert got["decoded"] == hashlib.sha256(arr.tobytes()).hexdigest(), f"decoder differs ({env_name})"
+        assert not got["torch_imported"], "compress/decompress must not import torch"
+
+
+@pytest.mark.parametrize("level", [1, 5, 9])
+def test_chunking_and_workers_give_identical_voxels(sample, level):
+    _, arr = sample
+    ref = medzip.compress(arr, level=level, workers=1)
+    assert medzip.compress(arr, level=level, workers=2) == ref
+    for chunk_slices in (1, 2, 4):
+        blob = medzip.compress(arr, level=level, chunk_slices=chunk_slices, workers=2)
+        for workers in (1, 2):
+            np.testing.assert_array_equal(medzip.decompress(blob, workers=workers), arr)
+
+
+def _one_step_inputs(level):
+    """A chunk model and one mid-volume wavefront step of the sample, ready to predict."""
+    from medzip.predictors.registry import fit_predictor, model_for_level
+    from medzip.scheduling import wavefront
+    from medzip.training.data import mapped_volume
+    from medzip.volume_codec import chunk_geometry
+
+    vol4 = mapped_volume(sample_array()).astype(np.int32)
+    pred, _ = fit_predictor(model_for_level(level), vol4)
+    geom = chunk_geometry(pred, vol4.shape[1:])
+    padded = np.zeros(geom.shape, np.int32).ravel()
+    geom.embed(vol4[0], padded)
+    return pred, geom, padded, int(vol4.max()), list(wavefront(geom, pred.lag))
+
+
+@pytest.mark.parametrize("level", [1, 5, 9])
+def test_prediction_does_not_depend_on_batch_split(level):
+    """Predicting a wavefront step in one call or in pieces gives identical integers.
+
+    Both models start every step from identical state (copied after each step), so any
+    difference could only come from how a batch is split across calls.
+    """
+    pred, geom, padded, vmax, steps = _one_step_inputs(level)
+    res = np.zeros_like(padded)
+    whole = pred.start_chunk(geom, vmax)
+    pieces = pred.start_chunk(geom, vmax)
+    checked = 0
+    for flat, zloc in steps:
+        mu, bucket = whole.predict(padded, res, flat, zloc)
+        cut = max(1, flat.size // 3)
+        parts = [pieces.predict(padded, res, flat[s], zloc[s])
+                 for s in (slice(0, cut), slice(cut, None))]
+        np.testing.assert_array_equal(mu, np.concatenate([p[0] for p in parts]))
+        np.testing.assert_array_equal(bucket, np.concatenate([p[1] for p in parts]))
+        checked += flat.size
+        r = padded[flat] - mu
+        res[flat] = r
+        whole.update(padded, res, flat, zloc, r)
+        for k, v in vars(whole).items():
+            if isinstance(v, np.ndarray):
+                setattr(pieces, k, v.copy())
+    assert checked == 6 * 64 * 64  # every voxel of the crop went through both paths
