@@ -63,20 +63,43 @@ def chunk_bounds(nz: int, chunk_slices: int | None) -> list[tuple[int, int]]:
     return [(a, b - a) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def _original_bytes(arr: np.ndarray) -> bytes:
-    return np.ascontiguousarray(arr).tobytes()
+def _sha256(arr: np.ndarray) -> str:
+    """SHA-256 of the array's bytes in C order and its own byte order (no copy if contiguous)."""
+    return hashlib.sha256(np.ascontiguousarray(arr).reshape(-1).view(np.uint8)).hexdigest()
 
 
-# -- value mapping ------------------------------------------------------------------------------
-def _value_map(flat: np.ndarray, vmin: int, vmax: int):
-    """Ranks of the used values when that shrinks the alphabet a lot, else None."""
+_BLOCK = 1 << 22  # voxels per block: bounds the temporaries of the value mapping
+
+
+def map_values(arr: np.ndarray):
+    """The integers the predictors work on: ``(mapped, vmin, used)``.
+
+    ``mapped`` is (t, z, y, x) in the work dtype with the minimum subtracted and, when the
+    histogram is sparse (at most half the span used), values replaced by their rank among the
+    ``used`` values (else ``used`` is None). Done block-wise: no full-size int64 copy.
+    """
+    vol4 = arr.reshape(_as_4d(arr.shape))
+    vmin, vmax = int(vol4.min()), int(vol4.max())
     span = vmax - vmin + 1
-    if span > (1 << 24) or span < 16:
-        return None
-    used = np.flatnonzero(np.bincount((flat - vmin).astype(np.intp), minlength=span))
-    if used.size * 2 > span:
-        return None
-    return used.astype(np.int64)
+    mapped = np.empty(vol4.shape, _work_dtype(vmax - vmin))
+    src, dst = vol4.reshape(-1), mapped.reshape(-1)
+    blocks = [slice(s, s + _BLOCK) for s in range(0, dst.size, _BLOCK)]
+    for b in blocks:
+        dst[b] = src[b].astype(np.int64) - vmin
+    used = None
+    if 16 <= span <= (1 << 24):
+        hist = np.zeros(span, np.int64)
+        for b in blocks:
+            hist += np.bincount(dst[b], minlength=span)
+        used = np.flatnonzero(hist)
+        if used.size * 2 > span:
+            used = None
+        else:
+            lut = np.zeros(span, mapped.dtype)
+            lut[used] = np.arange(used.size)
+            for b in blocks:
+                dst[b] = lut[dst[b]]
+    return mapped, vmin, used
 
 
 def _store_table(used: np.ndarray) -> bytes:
@@ -193,34 +216,27 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
     if not 1 <= arr.ndim <= 4:
         raise UnsupportedInputError(f"cannot compress a {arr.ndim}-D array (1-D to 4-D supported)")
     header = {"shape": list(arr.shape), "dtype": arr.dtype.str,
-              "sha256": hashlib.sha256(_original_bytes(arr)).hexdigest(), "chunks": []}
+              "sha256": _sha256(arr), "chunks": []}
     if arr.size == 0:
         header["codec"] = "empty"
         return header
-    vol4 = arr.reshape(_as_4d(arr.shape)).astype(np.int64)
-    vmin, vmax = int(vol4.min()), int(vol4.max())
+    mapped, vmin, used = map_values(arr)
     header["min"] = vmin
-    if vmin == vmax:
+    top = int(mapped.max())
+    if top == 0:
         header["codec"] = "constant"
         return header
-    mapped = vol4.ravel() - vmin
-    used = _value_map(vol4.ravel(), vmin, vmax)
     if used is not None:
-        lut = np.zeros(vmax - vmin + 1, np.int64)
-        lut[used] = np.arange(used.size)
-        mapped = lut[mapped]
         header["value_table"] = {"count": int(used.size), **writer.add_section(_store_table(used))}
-    top = int(mapped.max())
-    mapped = mapped.astype(_work_dtype(top)).reshape(vol4.shape)
     model = settings.model or model_for_level(settings.level)
     predictor, model_entry = fit_predictor(model, mapped)
     header.update(codec="predictive", vmax=top, model=model_entry,
                   predictor_params=writer.add_section(predictor.params()))
-    chunks = [(t, z0, nz) for t in range(vol4.shape[0])
-              for z0, nz in chunk_bounds(vol4.shape[1], settings.chunk_slices)]
+    chunks = [(t, z0, nz) for t in range(mapped.shape[0])
+              for z0, nz in chunk_bounds(mapped.shape[1], settings.chunk_slices)]
     _JOB.update(vol4=mapped, predictor=predictor, vmax=top, chunks=chunks)
     try:
-        weights = [nz * vol4.shape[2] * vol4.shape[3] for _, _, nz in chunks]
+        weights = [nz * mapped.shape[2] * mapped.shape[3] for _, _, nz in chunks]
         blobs = _run(_encode_job, list(range(len(chunks))), settings.workers, weights,
                      settings.progress, "compress")
     finally:
@@ -265,7 +281,7 @@ def decode_volume(container: Container, vh: dict, *, workers: int = 1,
         out = out.reshape(shape)
     else:
         raise UnsupportedVersionError(f"volume uses codec '{codec}', unknown to this medzip version")
-    if hashlib.sha256(_original_bytes(out)).hexdigest() != vh.get("sha256"):
+    if _sha256(out) != vh.get("sha256"):
         raise CorruptStreamError("decoded volume does not match its SHA-256: data is corrupted")
     return out
 
@@ -314,12 +330,11 @@ def _decode_predictive(container, vh, shape4, dtype, workers, progress, user_mod
         raise CorruptStreamError(f"volume values {vmin}..{vmin + top} do not fit {dtype}: "
                                  "data is corrupted")
     parts = _run(_decode_job, jobs, workers, [p[2] * y_ * x_ for p in places], progress, "decompress")
-    mapped = np.empty(shape4, np.int64)
-    for (t, z0, nz), part in zip(places, parts):
-        mapped[t, z0:z0 + nz] = part
-    if table is not None:
-        mapped = table[mapped]
-    return (mapped + vmin).astype(dtype)
+    out = np.empty(shape4, dtype)
+    for (t, z0, nz), part in zip(places, parts):  # part by part: no full-size int64 copy
+        values = table[part] if table is not None else part.astype(np.int64)
+        out[t, z0:z0 + nz] = values + vmin
+    return out
 
 
 def volume_summary(vh: dict) -> dict:

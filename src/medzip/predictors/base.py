@@ -24,7 +24,10 @@ class ChunkModel(Protocol):
         ...
 
     def update(self, vol: np.ndarray, res: np.ndarray, flat: np.ndarray, zloc: np.ndarray,
-               residual: np.ndarray) -> None: ...
+               residual: np.ndarray) -> None:
+        """Advance adaptive state. The engine has just stored the coded residuals in
+        ``res[flat]``; a model that needs another per-voxel quantity may overwrite them."""
+        ...
 
 
 class Predictor(Protocol):

@@ -28,7 +28,7 @@ from ..intmath import log2_q3
 from ..scheduling import PaddedGeometry
 from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
 
-N_FEATURES = len(OFFS_3D) + 7 + 2
+N_FEATURES = len(OFFS_3D) + 7 + 3
 FEATURE_GAIN = 16  # feature = (value - mu_ls) * 16 / U, clipped to int8
 N_TEXTURE = 32
 BC_HALVE_AT = 256
@@ -130,7 +130,6 @@ class _LSTMChunk:
         n_rows = geom.shape[0] * geom.shape[1]
         self.h = np.zeros((n_rows, self.net.hidden), np.int64)
         self.c = np.zeros((n_rows, self.net.hidden), np.int64)
-        self.els = np.zeros(geom.shape, np.int64).ravel()  # residuals of mu_ls
         self.bc_sum = np.zeros(N_BUCKETS * N_TEXTURE, np.int64)
         self.bc_cnt = np.zeros(N_BUCKETS * N_TEXTURE, np.int64)
 
@@ -142,7 +141,7 @@ class _LSTMChunk:
         self._ctx = np.empty(n, np.int64)
         self._corr = np.empty(n, np.int64)
         net = self.net
-        _lstm_predict(vol, self.els, flat, zloc, self.off3, self.p.ls.coef3, self.off2,
+        _lstm_predict(vol, res, flat, zloc, self.off3, self.p.ls.coef3, self.off2,
                       self.p.ls.coef2, self.row, self.plane, self.vmax, self.h, self.c, net.w,
                       net.b, net.shift, net.sig, net.tanh_g, net.tanh_c, net.head_w, net.head_b,
                       net.head_shift, self.bc_sum, self.bc_cnt, self.p.bias_cancel,
@@ -150,7 +149,8 @@ class _LSTMChunk:
         return mu, bucket
 
     def update(self, vol, res, flat, zloc, residual):
-        self.els[flat] = vol[flat] - self._mu_ls
+        # this model reads residuals of the LS prediction, not the coded ones: keep those in res
+        res[flat] = vol[flat] - self._mu_ls
         if self.p.bias_cancel:
             _bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
 
@@ -174,7 +174,7 @@ def _clip8(v):
 
 
 @numba.njit(cache=True)
-def voxel_features(vol, els, f, z, mu_ls, row, plane, off3, out):
+def voxel_features(vol, els, f, z, mu_ls, row, plane, off3, vmax, out):
     """Context-normalised int8 features of one voxel; returns the local scale U (>= 1)."""
     e_w = els[f - 1]
     e_n = els[f - row]
@@ -200,6 +200,7 @@ def voxel_features(vol, els, f, z, mu_ls, row, plane, off3, out):
     out[nk + 6] = _clip8((e_p * FEATURE_GAIN) // u) if z > 0 else 0
     out[nk + 7] = min(log2_q3(act + 1), 127)
     out[nk + 8] = 127 if z == 0 else 0
+    out[nk + 9] = (mu_ls * 127) // vmax  # intensity level: background, tissue, bone...
     return u
 
 
@@ -224,7 +225,7 @@ def _lstm_predict(vol, els, flat, zloc, off3, c3, off2, c2, row, plane, vmax, hs
         z = zloc[i]
         mu_ls = ls_prediction(vol, f, z, off3, c3, off2, c2)
         mu_ls = min(max(mu_ls, 0), vmax)
-        u = voxel_features(vol, els, f, z, mu_ls, row, plane, off3, x)
+        u = voxel_features(vol, els, f, z, mu_ls, row, plane, off3, vmax, x)
         r = f // row
         # state comes from x-1 of this row and goes to x+1 (same row slot)
         lstm_cell(x, hs[r], cs[r], w, b, shift, sig, tanh_g, tanh_c, acc)
@@ -282,4 +283,4 @@ def volume_features(vol, flat, zloc, off3, c3, off2, c2, row, plane, vmax, feats
     for i in range(flat.size):
         f = flat[i]
         mu_ls = vol[f] - els[f]
-        u_out[i] = voxel_features(vol, els, f, zloc[i], mu_ls, row, plane, off3, feats[i])
+        u_out[i] = voxel_features(vol, els, f, zloc[i], mu_ls, row, plane, off3, vmax, feats[i])

@@ -14,7 +14,7 @@ from ..formats.base import adapter_for_path
 from ..predictors.ls3d import OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
 from ..predictors.lstm import N_FEATURES, volume_features
 from ..scheduling import PaddedGeometry
-from ..volume_codec import _as_4d, _value_map, _work_dtype, chunk_bounds
+from ..volume_codec import _work_dtype, chunk_bounds, map_values
 
 
 @dataclass
@@ -34,15 +34,7 @@ def load_volume(path: Path) -> np.ndarray:
 
 def mapped_volume(arr: np.ndarray) -> np.ndarray:
     """The (t, z, y, x) values the coder works on: minimum removed, sparse values ranked."""
-    vol4 = arr.reshape(_as_4d(arr.shape)).astype(np.int64)
-    vmin, vmax = int(vol4.min()), int(vol4.max())
-    flat = vol4.ravel() - vmin
-    used = _value_map(vol4.ravel(), vmin, vmax)
-    if used is not None:
-        lut = np.zeros(vmax - vmin + 1, np.int64)
-        lut[used] = np.arange(used.size)
-        flat = lut[flat]
-    return flat.reshape(vol4.shape)
+    return map_values(arr)[0]
 
 
 def volume_rows(name: str, arr: np.ndarray, max_rows: int, rng: np.random.Generator,
