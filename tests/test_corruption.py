@@ -311,7 +311,8 @@ def test_chunk_word_damage_with_recomputed_crc_is_caught(real):
         s = Stream.parse(data)
         ref = s.header["volumes"][0]["chunks"][i]
         body = bytearray(s.body)
-        body[ref["offset"]:ref["offset"] + 4] = bytes(b ^ 0xA5 for b in body[ref["offset"]:ref["offset"] + 4])
+        word = slice(ref["offset"], ref["offset"] + 4)
+        body[word] = bytes(b ^ 0xA5 for b in body[word])
         s.body = bytes(body)
         ref["crc32"] = zlib.crc32(s.section(ref)) & 0xFFFFFFFF
         assert expect_corrupt(s.build(), arr)
