@@ -118,7 +118,8 @@ def _load_table(blob: bytes, count: int) -> np.ndarray:
 
 # -- chunk engine -------------------------------------------------------------------------------
 def _work_dtype(vmax: int):
-    return np.int32 if vmax < (1 << 30) else np.int64
+    """Narrowest signed type holding values and residuals (|r| <= vmax): memory, not results."""
+    return np.int16 if vmax < (1 << 15) - 1 else np.int32 if vmax < (1 << 30) else np.int64
 
 
 def code_chunk(predictor, geom: PaddedGeometry, vmax: int, chunk: np.ndarray | None = None,

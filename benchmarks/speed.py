@@ -1,0 +1,100 @@
+"""Speed and peak memory on a clinical-size CT (issue target: >= 1 M voxels/s each way on 2 cores,
+peak memory < 3x raw + 300 MB), with JPEG-XL effort 7 timed in the same run as the peer.
+
+The 512x512x133 volume is synthetic for *speed only*: the real 108x256x256 head CT tiled 2x2 in
+plane and extended to 133 slices by reflection. Never use it for compression claims.
+Each measurement runs in a fresh process so peak RSS is its own (parent + worker processes).
+Usage: python benchmarks/speed.py [--levels 1 5 9] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[2] / "shared/data/volumes"
+
+_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+args = json.loads(sys.argv[1])
+vol = np.load(args["volume"])
+t0 = time.perf_counter()
+if args["codec"] == "medzip":
+    import medzip
+    if args["op"] == "encode":
+        blob = medzip.compress(vol, level=args["level"], workers=args["threads"])
+        open(args["stream"], "wb").write(blob)
+    else:
+        out = medzip.decompress(open(args["stream"], "rb").read(), workers=args["threads"])
+        assert np.array_equal(out, vol)
+        blob = open(args["stream"], "rb").read()
+else:
+    import imagecodecs
+    u = (vol.astype(np.int32) - int(vol.min())).astype(np.uint16)
+    if args["op"] == "encode":
+        blobs = [imagecodecs.jpegxl_encode(s, lossless=True, effort=7, numthreads=args["threads"]) for s in u]
+        open(args["stream"], "wb").write(json.dumps([len(b) for b in blobs]).encode() + b"\n" + b"".join(blobs))
+        blob = b"".join(blobs)
+    else:
+        raw = open(args["stream"], "rb").read()
+        head, body = raw.split(b"\n", 1)
+        sizes, pos, out = json.loads(head), 0, []
+        for n in sizes:
+            out.append(imagecodecs.jpegxl_decode(body[pos:pos + n], numthreads=args["threads"])); pos += n
+        assert np.array_equal(np.stack(out), u)
+        blob = body
+dt = time.perf_counter() - t0
+me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"seconds": dt, "bytes": len(blob), "rss_self_mb": me / 1024, "rss_child_mb": kids / 1024}))
+"""
+
+
+def clinical_ct() -> np.ndarray:
+    ct = np.load(SHARED / "ct_head_invesalius_cranium.npy")
+    tiled = np.tile(ct, (1, 2, 2))
+    return np.ascontiguousarray(np.concatenate([tiled, tiled[::-1][: 133 - tiled.shape[0]]]))
+
+
+def run(codec, op, volume, stream, level, threads) -> dict:
+    args = {"codec": codec, "op": op, "volume": str(volume), "stream": str(stream), "level": level,
+            "threads": threads}
+    out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(args)], capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--levels", type=int, nargs="+", default=[1, 5, 9])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    vol = clinical_ct()
+    raw_mb = vol.nbytes / 2 ** 20
+    print(f"volume {vol.shape} {vol.dtype} ({raw_mb:.0f} MiB raw); memory budget "
+          f"{3 * raw_mb + 300:.0f} MiB; {args.threads} threads/processes")
+    print(f"{'codec':14s} {'encode s':>9s} {'Mvox/s':>7s} {'decode s':>9s} {'Mvox/s':>7s} "
+          f"{'bits/vox':>8s} {'peak MiB enc/dec (self+workers)':>32s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ct.npy"
+        np.save(path, vol)
+        jobs = [("jpegxl-e7", "jpegxl", 0)] + [(f"medzip -{lv}", "medzip", lv) for lv in args.levels]
+        for label, codec, level in jobs:
+            stream = Path(tmp) / f"{label.replace(' ', '_')}.bin"
+            enc = run(codec, "encode", path, stream, level, args.threads)
+            dec = run(codec, "decode", path, stream, level, args.threads)
+            mem = (f"{enc['rss_self_mb'] + enc['rss_child_mb']:.0f}/"
+                   f"{dec['rss_self_mb'] + dec['rss_child_mb']:.0f}")
+            print(f"{label:14s} {enc['seconds']:9.1f} {vol.size / enc['seconds'] / 1e6:7.2f} "
+                  f"{dec['seconds']:9.1f} {vol.size / dec['seconds'] / 1e6:7.2f} "
+                  f"{8 * enc['bytes'] / vol.size:8.3f} {mem:>32s}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
