@@ -174,7 +174,10 @@ def _encode_job(i):
 
 
 def _decode_job(args):
-    predictor, shape, vmax, blob, label = args
+    # The container is inherited from the parent (fork), so only the chunk's reference travels
+    # and its bytes are read and CRC-checked here, in parallel and without a parent-side copy.
+    predictor, shape, vmax, ref, label = args
+    blob = _JOB["container"].section(ref, label)
     if len(blob) % 4:
         raise CorruptStreamError(f"{label} is truncated")
     words = np.frombuffer(blob, "<u4").astype(np.uint32)
@@ -315,7 +318,7 @@ def _decode_predictive(container, vh, shape4, dtype, workers, progress, user_mod
             raise _malformed("chunk index")
         covered[t, z0:z0 + nz] += 1
         label = f"chunk {i} (volume {t}, slices {z0}..{z0 + nz - 1})"
-        jobs.append((predictor, (nz, y_, x_), vmax, container.section(c, label), label))
+        jobs.append((predictor, (nz, y_, x_), vmax, c, label))
         places.append((t, z0, nz))
     if not (covered == 1).all():
         raise _malformed("chunks do not cover the volume")
@@ -330,7 +333,12 @@ def _decode_predictive(container, vh, shape4, dtype, workers, progress, user_mod
     if vmin < info.min or vmin + top > info.max:  # else astype would wrap silently
         raise CorruptStreamError(f"volume values {vmin}..{vmin + top} do not fit {dtype}: "
                                  "data is corrupted")
-    parts = _run(_decode_job, jobs, workers, [p[2] * y_ * x_ for p in places], progress, "decompress")
+    _JOB.update(container=container)
+    try:
+        parts = _run(_decode_job, jobs, workers, [p[2] * y_ * x_ for p in places], progress,
+                     "decompress")
+    finally:
+        _JOB.clear()
     out = np.empty(shape4, dtype)
     for (t, z0, nz), part in zip(places, parts):  # part by part: no full-size int64 copy
         values = table[part] if table is not None else part.astype(np.int64)
