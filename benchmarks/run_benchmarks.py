@@ -42,7 +42,7 @@ def _header(args, argv: list[str], env: dict, volumes, wall: float) -> str:
         "every codec single-threaded",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
         f"- speeds: best of {args.repeat} run(s); peak memory: {env['memory']}",
-        "",
+        "", "",
     ])
 
 

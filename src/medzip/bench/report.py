@@ -287,15 +287,26 @@ def markdown(results: list[Result], summary: list[dict]) -> str:
     parts.append(_md_table(["volume", "modality", *codecs],
                            [[v, m, *(show(cell.get((v, c))) for c in codecs)] for v, m in vols])
                  + "\n")
-    bad = problems(results)
+    nvol = len(vols)
+    bad = defaultdict(list)
+    for r in problems(results):
+        bad[(r.codec, r.status, r.reason)].append(r.volume)
     if bad:
         parts.append("**not counted**\n")
-        parts.append("\n".join(f"- {r.volume} / {r.codec}: {r.status}: {r.reason}" for r in bad)
-                     + "\n")
-    notes = sorted({f"{r.codec}: {n}" for r in results for n in r.notes})
+        parts.append("\n".join(
+            f"- {codec} {status} on "
+            + (f"all {nvol} volumes" if len(v) == nvol > 1 else ", ".join(v)) + f": {reason}"
+            for (codec, status, reason), v in bad.items()) + "\n")
+    notes = defaultdict(lambda: (dict(), dict()))
+    for r in results:
+        for n in r.notes:
+            codecs_, vols_ = notes[n]
+            codecs_[r.codec] = None
+            vols_[r.volume + (f" (+{r.offset})" if r.offset else "")] = None
     if notes:
-        parts.append("**notes**\n")
-        parts.append("\n".join(f"- {n}" for n in notes) + "\n")
+        parts.append("**conversions made for the standard codecs** (see Conventions)\n")
+        parts.append("\n".join(f"- {n}: {', '.join(c)} on {', '.join(v)}"
+                                for n, (c, v) in sorted(notes.items())) + "\n")
     return "\n".join(parts)
 
 
