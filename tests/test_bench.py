@@ -201,7 +201,7 @@ def test_plot_is_a_real_png(small_run, tmp_path):
 def test_markdown_and_marker_replacement(small_run):
     results, summary = small_run
     md = report.markdown(results, summary)
-    assert "| codec |" in md and "broken: failed: round trip not exact" in md
+    assert "| codec |" in md and "- broken failed on " in md and "round trip not exact" in md
     row = next(line for line in md.splitlines() if line.startswith("| mr_example4d_crop |"))
     assert row.count("| failed") == 2  # broken and crashing show as failed, not as sizes
     text = "intro\n<!-- bench:begin -->\nold\n<!-- bench:end -->\nafter\n"
