@@ -92,13 +92,14 @@ def test_chunking_and_workers_give_identical_voxels(sample, level):
 
 def _one_step_inputs(level):
     """A chunk model and one mid-volume wavefront step of the sample, ready to predict."""
-    from medzip.predictors.registry import fit_predictor, model_for_level
+    from medzip.predictors.registry import fit_candidates, model_for_level
     from medzip.scheduling import wavefront
     from medzip.training.data import mapped_volume
     from medzip.volume_codec import chunk_geometry
 
     vol4 = mapped_volume(sample_array()).astype(np.int32)
-    pred, _ = fit_predictor(model_for_level(level), vol4)
+    cands = fit_candidates(model_for_level(level), vol4, level)
+    pred = cands[min(1, len(cands) - 1)][0]  # level 9: the LSTM variant without bias canceller
     geom = chunk_geometry(pred, vol4.shape[1:])
     padded = np.zeros(geom.shape, np.int32).ravel()
     geom.embed(vol4[0], padded)

@@ -21,7 +21,7 @@ import zstandard
 from .container import Container, ContainerWriter
 from .entropy import ResidualCoder
 from .errors import CorruptStreamError, UnsupportedInputError, UnsupportedVersionError
-from .predictors.registry import DEFAULT_LEVEL, LEVELS, fit_predictor, load_predictor, model_for_level
+from .predictors.registry import DEFAULT_LEVEL, LEVELS, fit_candidates, load_predictor, model_for_level
 from .scheduling import PAD, ZPAD, PaddedGeometry, wavefront
 
 __all__ = ["CodecSettings", "LEVELS", "encode_volume", "decode_volume", "volume_summary"]
@@ -233,18 +233,23 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
     if used is not None:
         header["value_table"] = {"count": int(used.size), **writer.add_section(_store_table(used))}
     model = settings.model or model_for_level(settings.level)
-    predictor, model_entry = fit_predictor(model, mapped)
-    header.update(codec="predictive", vmax=top, model=model_entry,
-                  predictor_params=writer.add_section(predictor.params()))
     chunks = [(t, z0, nz) for t in range(mapped.shape[0])
               for z0, nz in chunk_bounds(mapped.shape[1], settings.chunk_slices)]
-    _JOB.update(vol4=mapped, predictor=predictor, vmax=top, chunks=chunks)
-    try:
-        weights = [nz * mapped.shape[2] * mapped.shape[3] for _, _, nz in chunks]
-        blobs = _run(_encode_job, list(range(len(chunks))), settings.workers, weights,
-                     settings.progress, "compress")
-    finally:
-        _JOB.clear()
+    weights = [nz * mapped.shape[2] * mapped.shape[3] for _, _, nz in chunks]
+    best = None
+    for predictor, model_entry in fit_candidates(model, mapped, settings.level):
+        _JOB.update(vol4=mapped, predictor=predictor, vmax=top, chunks=chunks)
+        try:
+            blobs = _run(_encode_job, list(range(len(chunks))), settings.workers, weights,
+                         settings.progress, "compress")
+        finally:
+            _JOB.clear()
+        size = sum(map(len, blobs)) + len(predictor.params())
+        if best is None or size < best[0]:  # ties keep the earlier (preferred) candidate
+            best = (size, predictor, model_entry, blobs)
+    _, predictor, model_entry, blobs = best
+    header.update(codec="predictive", vmax=top, model=model_entry,
+                  predictor_params=writer.add_section(predictor.params()))
     for (t, z0, nz), blob in zip(chunks, blobs):
         header["chunks"].append({"t": t, "z0": z0, "nz": nz, **writer.add_section(blob)})
     return header

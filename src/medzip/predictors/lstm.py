@@ -54,8 +54,7 @@ class ModelFile:
         self.origin = origin
 
 
-BUILTIN_MODELS = {"medzip-lstm": "medzip-lstm.npz", "medzip-lstm-strong": "medzip-lstm-strong.npz",
-                  "medzip-paper": "medzip-paper.npz"}
+BUILTIN_MODELS = {"medzip-lstm": "medzip-lstm.npz", "medzip-paper": "medzip-paper.npz"}
 
 
 @lru_cache(maxsize=8)
@@ -98,7 +97,7 @@ def find_model(entry: dict, user_model: str | None = None) -> ModelFile:
 class LSTMPredictor:
     lag = 4
 
-    def __init__(self, model: ModelFile, ls: LS3DPredictor):
+    def __init__(self, model: ModelFile, ls: LS3DPredictor, bias_cancel: bool | None = None):
         if model.meta["kind"] != "row-lstm":
             raise UnsupportedInputError(f"model '{model.name}' is not a row-LSTM model")
         self.model = model
@@ -108,10 +107,18 @@ class LSTMPredictor:
         if self.net.inputs != N_FEATURES:
             raise UnsupportedInputError(f"model '{model.name}' expects {self.net.inputs} features")
         self.prior = model.arrays.get("coder_prior")
-        self.bias_cancel = bool(model.meta.get("bias_cancel", True))
+        self.bias_cancel = bool(model.meta.get("bias_cancel", True) if bias_cancel is None
+                                else bias_cancel)
 
     def params(self) -> bytes:
-        return self.ls.params()
+        """The per-volume part: ls3d coefficients, then one flag byte (bit 0: bias canceller)."""
+        return self.ls.params() + bytes([int(self.bias_cancel)])
+
+    @classmethod
+    def from_params(cls, model: ModelFile, blob: bytes) -> "LSTMPredictor":
+        if not blob or blob[-1] > 1:
+            raise ValueError("bad row-LSTM parameter block")
+        return cls(model, LS3DPredictor.from_params(blob[:-1]), bias_cancel=bool(blob[-1]))
 
     def header_entry(self) -> dict:
         return {"name": self.model.name, "sha256": self.model.sha256}

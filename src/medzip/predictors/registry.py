@@ -12,24 +12,35 @@ LEVELS = {"fast": 1, "default": DEFAULT_LEVEL, "strong": 9}
 
 
 def model_for_level(level: int) -> str:
-    """1-3: classical ls3d; 4-6: the default row LSTM; 7-9: the larger row LSTM."""
+    """1-3: classical ls3d; 4-9: the row LSTM (7-9 also search encoder options, see below)."""
     if not 1 <= level <= 9:
         raise UnsupportedInputError(f"compression level must be 1..9, got {level}")
-    return "ls3d" if level <= 3 else "medzip-lstm" if level <= 6 else "medzip-lstm-strong"
+    return "ls3d" if level <= 3 else "medzip-lstm"
 
 
-def fit_predictor(model: str, vol4: np.ndarray):
-    """Encoder side: build (and fit) the predictor; returns (predictor, header entry)."""
+SEARCH_LEVEL = 7
+
+
+def fit_candidates(model: str, vol4: np.ndarray, level: int) -> list:
+    """Encoder side: predictors to try, each ``(predictor, header entry)``; the smallest wins.
+
+    Levels >= 7 encode a row-LSTM model with and without its bias canceller and also with
+    ls3d, keeping the smallest stream (slower encoding; decoding runs only the winner).
+    """
     ls = LS3DPredictor.fit(vol4)
     if model == "ls3d":
-        return ls, {"name": "ls3d"}
+        return [(ls, {"name": "ls3d"})]
     mf = load_model(model)
     if mf.meta["kind"] == "paper":
         from .paper import PaperPredictor
         pred = PaperPredictor(mf, vol4)
-    else:
-        pred = LSTMPredictor(mf, ls)
-    return pred, pred.header_entry()
+        return [(pred, pred.header_entry())]
+    first = LSTMPredictor(mf, ls)
+    out = [(first, first.header_entry())]
+    if level >= SEARCH_LEVEL:
+        other = LSTMPredictor(mf, ls, bias_cancel=not first.bias_cancel)
+        out += [(other, other.header_entry()), (ls, {"name": "ls3d"})]
+    return out
 
 
 def load_predictor(entry: dict, params: bytes, user_model: str | None = None):
@@ -40,4 +51,4 @@ def load_predictor(entry: dict, params: bytes, user_model: str | None = None):
     if mf.meta["kind"] == "paper":
         from .paper import PaperPredictor
         return PaperPredictor.from_params(mf, params)
-    return LSTMPredictor(mf, LS3DPredictor.from_params(params))
+    return LSTMPredictor.from_params(mf, params)
