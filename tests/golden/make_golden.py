@@ -2,6 +2,7 @@
 
     python tests/golden/make_golden.py            # refuses to overwrite existing files
     python tests/golden/make_golden.py --force    # after an intentional ls3d/format change
+    python tests/golden/make_golden.py --set lstm # the shipped medzip-lstm model (tests/golden/lstm)
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -65,11 +66,24 @@ def source_sha256(arr: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
 
 
+# The shipped default model: levels 5 (LSTM) and 9 (searched), on three of the crops above.
+LSTM_CASES = {name: CASES[name] for name in
+              ("ct_nema_2x64x64_u2", "mr_fmri4d_2x4x32x32_i2", "mr_dwi_b0_4x40x40_be_u2")}
+SETS = {"ls3d": (HERE, CASES, {"model": "ls3d"}),
+        "lstm": (HERE / "lstm", LSTM_CASES, {"level": 5})}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true", help="overwrite existing golden files")
+    ap.add_argument("--set", choices=sorted(SETS), default="ls3d")
     args = ap.parse_args()
-    manifest_path = HERE / "manifest.json"
+    out_dir, cases, base_kwargs = SETS[args.set]
+    out_dir.mkdir(exist_ok=True)
+    if args.set == "lstm":  # one file at the searched level too
+        name = "mr_dwi_b0_4x40x40_be_u2"
+        cases = {**cases, name + "_level9": (cases[name][0], cases[name][1], {"level": 9})}
+    manifest_path = out_dir / "manifest.json"
     if manifest_path.exists() and not args.force:
         print(f"{manifest_path} exists; golden files are made once. Use --force to remake them "
               "(only after an intentional encoder or format change).", file=sys.stderr)
@@ -78,16 +92,18 @@ def main() -> int:
         print(f"shared data not found at {SHARED}", file=sys.stderr)
         return 1
     entries = {}
-    for name, (source, build, kwargs) in CASES.items():
+    for name, (source, build, kwargs) in cases.items():
         arr = build()
-        data = medzip.compress(arr, model="ls3d", **kwargs)
+        kwargs = {**base_kwargs, **kwargs}
+        data = medzip.compress(arr, **kwargs)
         back = medzip.decompress(data)
         assert np.array_equal(back, arr) and back.dtype == arr.dtype, name
-        (HERE / f"{name}.mzp").write_bytes(data)
+        (out_dir / f"{name}.mzp").write_bytes(data)
         entries[name] = {
             "file": f"{name}.mzp", "source": source, "shape": list(arr.shape),
             "dtype": arr.dtype.str, "sha256": source_sha256(arr),
-            "compress_kwargs": {"model": "ls3d", **kwargs},
+            "compress_kwargs": kwargs, "model": medzip.inspect(data)["volumes"][0]["model"],
+            "model_sha256": medzip.inspect(data)["volumes"][0]["model_sha256"],
             "mzp_sha256": hashlib.sha256(data).hexdigest(), "mzp_bytes": len(data),
         }
         print(f"{name}: {arr.shape} {arr.dtype.str} -> {len(data)} bytes")
