@@ -28,7 +28,8 @@ from ..intmath import log2_q3
 from ..scheduling import PaddedGeometry
 from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
 
-N_FEATURES = len(OFFS_3D) + 7 + 3
+# Feature list is append-only: a model with n inputs reads the first n (medzip-lstm v1: 25).
+N_FEATURES = len(OFFS_3D) + 7 + 3 + 5
 FEATURE_GAIN = 16  # feature = (value - mu_ls) * 16 / U, clipped to int8
 N_TEXTURE = 32
 BC_HALVE_AT = 256
@@ -104,8 +105,9 @@ class LSTMPredictor:
         self.name = model.name
         self.ls = ls
         self.net = QuantLSTMParams(model.arrays)
-        if self.net.inputs != N_FEATURES:
-            raise UnsupportedInputError(f"model '{model.name}' expects {self.net.inputs} features")
+        if self.net.inputs > N_FEATURES:
+            raise UnsupportedInputError(f"model '{model.name}' expects {self.net.inputs} features;"
+                                        f" this medzip computes {N_FEATURES}: upgrade medzip")
         self.prior = model.arrays.get("coder_prior")
         self.bias_cancel = bool(model.meta.get("bias_cancel", True) if bias_cancel is None
                                 else bias_cancel)
@@ -181,7 +183,7 @@ def _clip8(v):
 
 
 @numba.njit(cache=True)
-def voxel_features(vol, els, f, z, mu_ls, row, plane, off3, vmax, out):
+def voxel_features(vol, els, f, z, mu_ls, row, plane, off3, off2, c2, vmax, out):
     """Context-normalised int8 features of one voxel; returns the local scale U (>= 1)."""
     e_w = els[f - 1]
     e_n = els[f - row]
@@ -208,6 +210,17 @@ def voxel_features(vol, els, f, z, mu_ls, row, plane, off3, vmax, out):
     out[nk + 7] = min(log2_q3(act + 1), 127)
     out[nk + 8] = 127 if z == 0 else 0
     out[nk + 9] = (mu_ls * 127) // vmax  # intensity level: background, tissue, bone...
+    # second opinion: the in-slice-only prediction, and how the previous slice was predicted
+    if z > 0:
+        mu_2d = min(max(ls_prediction(vol, f, 0, off2, c2, off2, c2), 0), vmax)
+        out[nk + 10] = _clip8(((mu_2d - mu_ls) * FEATURE_GAIN) // u)
+        out[nk + 11] = _clip8((els[f - plane - 1] * FEATURE_GAIN) // u)
+        out[nk + 12] = _clip8((els[f - plane + 1] * FEATURE_GAIN) // u)
+        out[nk + 13] = _clip8((els[f - plane - row] * FEATURE_GAIN) // u)
+        out[nk + 14] = _clip8((els[f - plane + row] * FEATURE_GAIN) // u)
+    else:
+        for k in range(10, 15):
+            out[nk + k] = 0
     return u
 
 
@@ -224,7 +237,8 @@ def _lstm_predict(vol, els, flat, zloc, off3, c3, off2, c2, row, plane, vmax, hs
                   shift, sig, tanh_g, tanh_c, hw, hb, hshift, bc_sum, bc_cnt, bias_cancel,
                   mu_out, b_out, mu_ls_out, ctx_out, corr_out):
     n_in = w.shape[1] - hs.shape[1]
-    x = np.empty(n_in, np.int64)
+    feats = np.empty(N_FEATURES, np.int64)
+    x = feats[:n_in]
     acc = np.empty(w.shape[0], np.int64)
     out = np.empty(2, np.int64)
     for i in range(flat.size):
@@ -232,7 +246,7 @@ def _lstm_predict(vol, els, flat, zloc, off3, c3, off2, c2, row, plane, vmax, hs
         z = zloc[i]
         mu_ls = ls_prediction(vol, f, z, off3, c3, off2, c2)
         mu_ls = min(max(mu_ls, 0), vmax)
-        u = voxel_features(vol, els, f, z, mu_ls, row, plane, off3, vmax, x)
+        u = voxel_features(vol, els, f, z, mu_ls, row, plane, off3, off2, c2, vmax, feats)
         r = f // row
         # state comes from x-1 of this row and goes to x+1 (same row slot)
         lstm_cell(x, hs[r], cs[r], w, b, shift, sig, tanh_g, tanh_c, acc)
@@ -290,4 +304,5 @@ def volume_features(vol, flat, zloc, off3, c3, off2, c2, row, plane, vmax, feats
     for i in range(flat.size):
         f = flat[i]
         mu_ls = vol[f] - els[f]
-        u_out[i] = voxel_features(vol, els, f, zloc[i], mu_ls, row, plane, off3, vmax, feats[i])
+        u_out[i] = voxel_features(vol, els, f, zloc[i], mu_ls, row, plane, off3, off2, c2, vmax,
+                                  feats[i])
