@@ -55,16 +55,36 @@ class ModelFile:
         self.origin = origin
 
 
+# Name -> the file encoders use now. Files of earlier versions stay in models/ as
+# "<name>@<sha256 prefix>.npz" so that streams coded with them keep decoding.
 BUILTIN_MODELS = {"medzip-lstm": "medzip-lstm.npz", "medzip-paper": "medzip-paper.npz"}
+
+
+def _models_dir():
+    return resources.files("medzip") / "models"
 
 
 @lru_cache(maxsize=8)
 def builtin_model(name: str) -> ModelFile:
     fname = BUILTIN_MODELS[name]
-    ref = resources.files("medzip") / "models" / fname
+    ref = _models_dir() / fname
     if not ref.is_file():
         raise UnsupportedInputError(f"built-in model '{name}' is not installed ({fname} missing)")
     return ModelFile(ref.read_bytes(), f"built-in model {name}")
+
+
+@lru_cache(maxsize=16)
+def _builtin_by_sha(name: str, sha256: str) -> ModelFile | None:
+    """Current or earlier built-in file of this name with this SHA-256, if shipped."""
+    current = builtin_model(name)
+    if current.sha256 == sha256:
+        return current
+    ref = _models_dir() / f"{name}@{sha256[:12]}.npz"
+    if ref.is_file():
+        old = ModelFile(ref.read_bytes(), f"built-in model {name} ({sha256[:12]})")
+        if old.sha256 == sha256:
+            return old
+    return None
 
 
 def load_model(spec: str) -> ModelFile:
@@ -84,7 +104,10 @@ def find_model(entry: dict, user_model: str | None = None) -> ModelFile:
     candidates = []
     if user_model:
         candidates.append(load_model(user_model))
-    elif entry.get("name") in BUILTIN_MODELS:
+    elif entry.get("name") in BUILTIN_MODELS and isinstance(want, str):
+        found = _builtin_by_sha(entry["name"], want)
+        if found is not None:
+            return found
         candidates.append(builtin_model(entry["name"]))
     for m in candidates:
         if m.sha256 == want:
