@@ -65,6 +65,10 @@ class Codec:
     def decode(self, enc: Encoded) -> np.ndarray:
         raise NotImplementedError
 
+    def describe(self, enc: Encoded) -> list[str]:
+        """Extra notes about an encoding, computed outside the timed region."""
+        return []
+
 
 # -- medzip ------------------------------------------------------------------------------------
 class MedzipCodec(Codec):
@@ -111,6 +115,12 @@ class MedzipCodec(Codec):
         import medzip
 
         return medzip.decompress(enc.parts[0], workers=1)
+
+    def describe(self, enc):
+        import medzip
+
+        models = {v.get("model") or "?" for v in medzip.inspect(enc.parts[0])["volumes"]}
+        return [f"medzip model {', '.join(sorted(models))}"]
 
 
 # -- helpers for codecs that take unsigned 8/16-bit images -------------------------------------

@@ -304,7 +304,8 @@ def markdown(results: list[Result], summary: list[dict]) -> str:
             codecs_[r.codec] = None
             vols_[r.volume + (f" (+{r.offset})" if r.offset else "")] = None
     if notes:
-        parts.append("**conversions made for the standard codecs** (see Conventions)\n")
+        parts.append("**notes** (the model medzip used; conversions made for the standard "
+                     "codecs, see Conventions)\n")
         parts.append("\n".join(f"- {n}: {', '.join(c)} on {', '.join(v)}"
                                 for n, (c, v) in sorted(notes.items())) + "\n")
     return "\n".join(parts)

@@ -283,7 +283,11 @@ def measure(codec: Codec, vol: Volume, *, repeat: int = 1, memory: str = "none",
                           compressed_bytes=enc.nbytes)
         if size is not None and enc.nbytes != size:
             notes.append("output size varied between runs")
-        size, notes, offset = enc.nbytes, sorted(set(notes + enc.notes)), enc.offset
+        try:
+            described = codec.describe(enc)
+        except Exception as exc:  # noqa: BLE001 - a note must not turn a verified result into a failure
+            described = [f"describe failed: {_error(exc)}"]
+        size, notes, offset = enc.nbytes, sorted(set(notes + enc.notes + described)), enc.offset
         if m_enc.peak is not None:
             enc_mem = max(enc_mem or 0, m_enc.peak)
             dec_mem = max(dec_mem or 0, m_dec.peak)
