@@ -306,8 +306,10 @@ def markdown(results: list[Result], summary: list[dict]) -> str:
     if notes:
         parts.append("**notes** (the model medzip used; conversions made for the standard "
                      "codecs, see Conventions)\n")
-        parts.append("\n".join(f"- {n}: {', '.join(c)} on {', '.join(v)}"
-                                for n, (c, v) in sorted(notes.items())) + "\n")
+        parts.append("\n".join(
+            f"- {n}: {', '.join(c)} on "
+            + (f"all {nvol} volumes" if len(v) == nvol > 1 else ", ".join(v))
+            for n, (c, v) in sorted(notes.items())) + "\n")
     return "\n".join(parts)
 
 
