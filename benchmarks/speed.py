@@ -3,7 +3,8 @@ peak memory < 3x raw + 300 MB), with JPEG-XL effort 7 timed in the same run as t
 
 The 512x512x133 volume is synthetic for *speed only*: the real 108x256x256 head CT tiled 2x2 in
 plane and extended to 133 slices by reflection. Never use it for compression claims.
-Each measurement runs in a fresh process so peak RSS is its own (parent + worker processes).
+Each measurement runs in a fresh process; peak memory is the proportional set size (PSS) of
+that process and its worker processes, sampled every 50 ms (shared pages counted once).
 Usage: python benchmarks/speed.py [--levels 1 5 9] [--threads 2]
 """
 from __future__ import annotations
@@ -20,8 +21,30 @@ import numpy as np
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/volumes"
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, os, resource, sys, threading, time
 import numpy as np
+
+def tree_pss_mb(pid):
+    # proportional set size of a process and its descendants: shared pages counted once
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in open(f"/proc/{p}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+            for t in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in open(f"/proc/{p}/task/{t}/children").read().split()]
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            pass
+    return total / 1024
+
+peak = [0.0]
+def sample():
+    while True:
+        peak[0] = max(peak[0], tree_pss_mb(os.getpid()))
+        time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
 args = json.loads(sys.argv[1])
 vol = np.load(args["volume"])
 t0 = time.perf_counter()
@@ -52,7 +75,8 @@ else:
 dt = time.perf_counter() - t0
 me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"seconds": dt, "bytes": len(blob), "rss_self_mb": me / 1024, "rss_child_mb": kids / 1024}))
+print(json.dumps({"seconds": dt, "bytes": len(blob), "rss_self_mb": me / 1024,
+                  "rss_child_mb": kids / 1024, "pss_peak_mb": peak[0]}))
 """
 
 
@@ -80,7 +104,7 @@ def main() -> None:
     print(f"volume {vol.shape} {vol.dtype} ({raw_mb:.0f} MiB raw); memory budget "
           f"{3 * raw_mb + 300:.0f} MiB; {args.threads} threads/processes")
     print(f"{'codec':14s} {'encode s':>9s} {'Mvox/s':>7s} {'decode s':>9s} {'Mvox/s':>7s} "
-          f"{'bits/vox':>8s} {'peak MiB enc/dec (self+workers)':>32s}")
+          f"{'bits/vox':>8s} {'peak PSS MiB enc/dec':>21s}")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ct.npy"
         np.save(path, vol)
@@ -89,11 +113,10 @@ def main() -> None:
             stream = Path(tmp) / f"{label.replace(' ', '_')}.bin"
             enc = run(codec, "encode", path, stream, level, args.threads)
             dec = run(codec, "decode", path, stream, level, args.threads)
-            mem = (f"{enc['rss_self_mb'] + enc['rss_child_mb']:.0f}/"
-                   f"{dec['rss_self_mb'] + dec['rss_child_mb']:.0f}")
+            mem = f"{enc['pss_peak_mb']:.0f}/{dec['pss_peak_mb']:.0f}"
             print(f"{label:14s} {enc['seconds']:9.1f} {vol.size / enc['seconds'] / 1e6:7.2f} "
                   f"{dec['seconds']:9.1f} {vol.size / dec['seconds'] / 1e6:7.2f} "
-                  f"{8 * enc['bytes'] / vol.size:8.3f} {mem:>32s}", flush=True)
+                  f"{8 * enc['bytes'] / vol.size:8.3f} {mem:>21s}", flush=True)
 
 
 if __name__ == "__main__":

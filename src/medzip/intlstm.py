@@ -40,7 +40,7 @@ def _rshift_round(v, s):
 
 @numba.njit(cache=True)
 def lstm_cell(x, h, c, w, b, shift, sig, tanh_g, tanh_c, acc):
-    """One step for one sequence, in place: x (I,), h (H,), c (H,), w (4H, I+H) int32.
+    """One step for one sequence, in place: x (I,), h (H,), c (H,), w (4H, I+H).
 
     Gate order i, f, g, o. ``acc`` is a (4H,) int64 scratch buffer.
     """
@@ -53,6 +53,13 @@ def lstm_cell(x, h, c, w, b, shift, sig, tanh_g, tanh_c, acc):
         for k in range(hid):
             s += w[j, n_in + k] * h[k]
         acc[j] = s
+    cell_update(acc, h, c, shift, sig, tanh_g, tanh_c)
+
+
+@numba.njit(cache=True, inline="always")
+def cell_update(acc, h, c, shift, sig, tanh_g, tanh_c):
+    """Gates from integer accumulators (bias included), then the state update, in place."""
+    hid = h.size
     for j in range(hid):
         ki = min(max(_rshift_round(acc[j], shift), -LUT_HALF), LUT_HALF) + LUT_HALF
         kf = min(max(_rshift_round(acc[hid + j], shift), -LUT_HALF), LUT_HALF) + LUT_HALF
@@ -63,6 +70,18 @@ def lstm_cell(x, h, c, w, b, shift, sig, tanh_g, tanh_c, acc):
         c[j] = cj
         kc = min(max(cj >> (C_FRAC - 5), -LUT_HALF), LUT_HALF) + LUT_HALF
         h[j] = (sig[ko] * tanh_c[kc] + 64) >> 7
+
+
+def exact_float32_weights(w: np.ndarray) -> np.ndarray:
+    """Gate weights transposed as float32 for a batched BLAS product that is provably exact.
+
+    Inputs and hidden states are integers in [-127, 127] and weights in [-127, 127], so every
+    product and partial sum of ``[x; h] @ w.T`` is an integer below 2**24 in magnitude and
+    float32 represents it exactly, whatever the summation order, blocking or FMA use.
+    """
+    if w.shape[1] * 127 * 127 >= (1 << 24):
+        raise ValueError("layer too wide for exact float32 accumulation")
+    return np.ascontiguousarray(w.T.astype(np.float32))
 
 
 @numba.njit(cache=True)

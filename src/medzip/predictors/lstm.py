@@ -23,7 +23,7 @@ import numpy as np
 
 from ..entropy import N_BUCKETS
 from ..errors import ModelMismatchError, UnsupportedInputError
-from ..intlstm import QuantLSTMParams, lstm_cell, linear_head
+from ..intlstm import QuantLSTMParams, cell_update, exact_float32_weights, linear_head
 from ..intmath import log2_q3
 from ..scheduling import PaddedGeometry
 from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
@@ -131,6 +131,7 @@ class LSTMPredictor:
         if self.net.inputs > N_FEATURES:
             raise UnsupportedInputError(f"model '{model.name}' expects {self.net.inputs} features;"
                                         f" this medzip computes {N_FEATURES}: upgrade medzip")
+        self.w_t = exact_float32_weights(self.net.w)
         self.prior = model.arrays.get("coder_prior")
         self.bias_cancel = bool(model.meta.get("bias_cancel", True) if bias_cancel is None
                                 else bias_cancel)
@@ -167,17 +168,20 @@ class _LSTMChunk:
 
     def predict(self, vol, res, flat, zloc):
         n = flat.size
+        net = self.net
         mu = np.empty(n, np.int64)
         bucket = np.empty(n, np.int64)
         self._mu_ls = np.empty(n, np.int64)
         self._ctx = np.empty(n, np.int64)
         self._corr = np.empty(n, np.int64)
-        net = self.net
-        _lstm_predict(vol, res, flat, zloc, self.off3, self.p.ls.coef3, self.off2,
-                      self.p.ls.coef2, self.row, self.plane, self.vmax, self.h, self.c, net.w,
+        u = np.empty(n, np.int64)
+        xh = np.empty((n, net.inputs + net.hidden), np.float32)
+        _step_inputs(vol, res, flat, zloc, self.off3, self.p.ls.coef3, self.off2,
+                     self.p.ls.coef2, self.row, self.plane, self.vmax, self.h, xh, u, self._mu_ls)
+        _step_outputs(xh, self.p.w_t, vol, flat, zloc, self.row, self.plane, self.vmax, self.h, self.c,
                       net.b, net.shift, net.sig, net.tanh_g, net.tanh_c, net.head_w, net.head_b,
-                      net.head_shift, self.bc_sum, self.bc_cnt, self.p.bias_cancel,
-                      mu, bucket, self._mu_ls, self._ctx, self._corr)
+                      net.head_shift, u, self._mu_ls, self.bc_sum, self.bc_cnt,
+                      self.p.bias_cancel, mu, bucket, self._ctx, self._corr)
         return mu, bucket
 
     def update(self, vol, res, flat, zloc, residual):
@@ -256,26 +260,52 @@ def head_to_params(o_mu, o_ls, u, shift):
 
 
 @numba.njit(cache=True)
-def _lstm_predict(vol, els, flat, zloc, off3, c3, off2, c2, row, plane, vmax, hs, cs, w, b,
-                  shift, sig, tanh_g, tanh_c, hw, hb, hshift, bc_sum, bc_cnt, bias_cancel,
-                  mu_out, b_out, mu_ls_out, ctx_out, corr_out):
-    n_in = w.shape[1] - hs.shape[1]
+def _step_inputs(vol, els, flat, zloc, off3, c3, off2, c2, row, plane, vmax, hs, xh, u_out,
+                 mu_ls_out):
+    """Per voxel: LS prediction, local scale and the LSTM input row [features; h of its row]."""
+    n_in = xh.shape[1] - hs.shape[1]
     feats = np.empty(N_FEATURES, np.int64)
-    x = feats[:n_in]
-    acc = np.empty(w.shape[0], np.int64)
-    out = np.empty(2, np.int64)
     for i in range(flat.size):
         f = flat[i]
         z = zloc[i]
-        mu_ls = ls_prediction(vol, f, z, off3, c3, off2, c2)
-        mu_ls = min(max(mu_ls, 0), vmax)
-        u = voxel_features(vol, els, f, z, mu_ls, row, plane, off3, off2, c2, vmax, feats)
+        mu_ls = min(max(ls_prediction(vol, f, z, off3, c3, off2, c2), 0), vmax)
+        u_out[i] = voxel_features(vol, els, f, z, mu_ls, row, plane, off3, off2, c2, vmax, feats)
+        mu_ls_out[i] = mu_ls
+        for k in range(n_in):
+            xh[i, k] = feats[k]
+        h = hs[f // row]  # state of this row, left there by voxel x-1 one step earlier
+        for k in range(h.size):
+            xh[i, n_in + k] = h[k]
+
+
+@numba.njit(cache=True)
+def _step_outputs(xh, w_t, vol, flat, zloc, row, plane, vmax, hs, cs, b, shift, sig, tanh_g,
+                  tanh_c, hw, hb, hshift, u, mu_ls_in, bc_sum, bc_cnt, bias_cancel,
+                  mu_out, b_out, ctx_out, corr_out):
+    """Per voxel: gate sums, LSTM state update, head, mean/bucket and the bias canceller.
+
+    The gate sums run in float32 with the output index innermost (vectorisable without
+    reassociation); they are exact integers (intlstm.exact_float32_weights).
+    """
+    out = np.empty(2, np.int64)
+    n_gate = w_t.shape[1]
+    sums = np.empty(n_gate, np.float32)
+    a = np.empty(n_gate, np.int64)
+    for i in range(flat.size):
+        f = flat[i]
+        z = zloc[i]
         r = f // row
-        # state comes from x-1 of this row and goes to x+1 (same row slot)
-        lstm_cell(x, hs[r], cs[r], w, b, shift, sig, tanh_g, tanh_c, acc)
+        sums[:] = 0
+        for k in range(w_t.shape[0]):
+            xk = xh[i, k]
+            for j in range(n_gate):
+                sums[j] += w_t[k, j] * xk
+        for j in range(n_gate):
+            a[j] = np.int64(sums[j]) + b[j]
+        cell_update(a, hs[r], cs[r], shift, sig, tanh_g, tanh_c)
         linear_head(hs[r], hw, hb, out)
-        dmu, lq = head_to_params(out[0], out[1], u, hshift)
-        mu = mu_ls + dmu
+        dmu, lq = head_to_params(out[0], out[1], u[i], hshift)
+        mu = mu_ls_in[i] + dmu
         bk = min(max((lq + 18) >> 2, 0), N_BUCKETS - 1)
         ctx = 0
         corr = 0
@@ -297,7 +327,6 @@ def _lstm_predict(vol, els, flat, zloc, off3, c3, off2, c2, row, plane, vmax, hs
                 corr = (bc_sum[ctx] + (cnt >> 1)) // cnt
         mu_out[i] = min(max(mu + corr, 0), vmax)
         b_out[i] = bk
-        mu_ls_out[i] = mu_ls
         ctx_out[i] = ctx
         corr_out[i] = corr
 
