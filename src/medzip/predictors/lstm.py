@@ -28,8 +28,9 @@ from ..intmath import log2_q3
 from ..scheduling import PaddedGeometry
 from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
 
-# Feature list is append-only: a model with n inputs reads the first n (medzip-lstm v1: 25).
-N_FEATURES = len(OFFS_3D) + 7 + 3 + 5
+# Feature list is append-only: a model with n inputs reads the first n. (Five more features -
+# the in-slice LS prediction and previous-slice LS residuals - were tried and bought nothing.)
+N_FEATURES = len(OFFS_3D) + 7 + 3
 FEATURE_GAIN = 16  # feature = (value - mu_ls) * 16 / U, clipped to int8
 N_TEXTURE = 32
 BC_HALVE_AT = 256
@@ -210,7 +211,7 @@ def _clip8(v):
 
 
 @numba.njit(cache=True)
-def voxel_features(vol, els, f, z, mu_ls, row, plane, off3, off2, c2, vmax, out):
+def voxel_features(vol, els, f, z, mu_ls, row, plane, off3, vmax, out):
     """Context-normalised int8 features of one voxel; returns the local scale U (>= 1)."""
     e_w = els[f - 1]
     e_n = els[f - row]
@@ -237,17 +238,6 @@ def voxel_features(vol, els, f, z, mu_ls, row, plane, off3, off2, c2, vmax, out)
     out[nk + 7] = min(log2_q3(act + 1), 127)
     out[nk + 8] = 127 if z == 0 else 0
     out[nk + 9] = (mu_ls * 127) // vmax  # intensity level: background, tissue, bone...
-    # second opinion: the in-slice-only prediction, and how the previous slice was predicted
-    if z > 0:
-        mu_2d = min(max(ls_prediction(vol, f, 0, off2, c2, off2, c2), 0), vmax)
-        out[nk + 10] = _clip8(((mu_2d - mu_ls) * FEATURE_GAIN) // u)
-        out[nk + 11] = _clip8((els[f - plane - 1] * FEATURE_GAIN) // u)
-        out[nk + 12] = _clip8((els[f - plane + 1] * FEATURE_GAIN) // u)
-        out[nk + 13] = _clip8((els[f - plane - row] * FEATURE_GAIN) // u)
-        out[nk + 14] = _clip8((els[f - plane + row] * FEATURE_GAIN) // u)
-    else:
-        for k in range(10, 15):
-            out[nk + k] = 0
     return u
 
 
@@ -269,7 +259,7 @@ def _step_inputs(vol, els, flat, zloc, off3, c3, off2, c2, row, plane, vmax, hs,
         f = flat[i]
         z = zloc[i]
         mu_ls = min(max(ls_prediction(vol, f, z, off3, c3, off2, c2), 0), vmax)
-        u_out[i] = voxel_features(vol, els, f, z, mu_ls, row, plane, off3, off2, c2, vmax, feats)
+        u_out[i] = voxel_features(vol, els, f, z, mu_ls, row, plane, off3, vmax, feats)
         mu_ls_out[i] = mu_ls
         for k in range(n_in):
             xh[i, k] = feats[k]
@@ -356,5 +346,5 @@ def volume_features(vol, flat, zloc, off3, c3, off2, c2, row, plane, vmax, feats
     for i in range(flat.size):
         f = flat[i]
         mu_ls = vol[f] - els[f]
-        u_out[i] = voxel_features(vol, els, f, zloc[i], mu_ls, row, plane, off3, off2, c2, vmax,
+        u_out[i] = voxel_features(vol, els, f, zloc[i], mu_ls, row, plane, off3, vmax,
                                   feats[i])
