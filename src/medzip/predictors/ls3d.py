@@ -17,12 +17,11 @@ import numpy as np
 from ..entropy import N_BUCKETS
 from ..intmath import log2_q3, solve_normal_equations
 from ..scheduling import PaddedGeometry
+from .bias import bias_context, bias_correction, bias_update, new_statistics
 
 FRAC = 12
 OFFS_2D = [(0, 0, -1), (0, -1, 0), (0, -1, -1), (0, -1, 1), (0, 0, -2), (0, -2, 0)]
 OFFS_3D = OFFS_2D + [(-1, dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-N_TEXTURE = 32
-BC_HALVE_AT = 256
 MAX_FIT_SAMPLES = 1 << 20
 
 
@@ -106,8 +105,7 @@ class _LSChunk:
         self.off2 = flat_offsets(OFFS_2D, geom)
         self.c3, self.c2 = pred.coef3, pred.coef2
         self.row, self.plane, self.vmax = geom.row, geom.plane, vmax
-        self.bc_sum = np.zeros(N_BUCKETS * N_TEXTURE, np.int64)
-        self.bc_cnt = np.zeros(N_BUCKETS * N_TEXTURE, np.int64)
+        self.bc_sum, self.bc_cnt = new_statistics()
         self._ctx = self._corr = None
 
     def predict(self, vol, res, flat, zloc):
@@ -122,7 +120,7 @@ class _LSChunk:
         return mu, bucket
 
     def update(self, vol, res, flat, zloc, residual):
-        _bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
+        bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
 
 
 @numba.njit(cache=True)
@@ -147,35 +145,10 @@ def _ls_predict(vol, res, flat, zloc, off3, c3, off2, c2, row, plane, vmax, bc_s
         # mean |residual| ~ act / 6  ->  bucket = 2*log2(scale) + 4
         b = (log2_q3(8 * act + 4) - 45 + 18) >> 2
         b = min(max(b, 0), N_BUCKETS - 1)
-        tex = 0
-        if vol[f - 1] > mu:
-            tex += 1
-        if vol[f - row] > mu:
-            tex += 2
-        if vol[f - row - 1] > mu:
-            tex += 4
-        if vol[f - row + 1] > mu:
-            tex += 8
-        if zloc[i] > 0 and vol[f - plane] > mu:
-            tex += 16
-        ctx = b * N_TEXTURE + tex
-        cnt = bc_cnt[ctx]
-        corr = 0
-        if cnt > 0:
-            corr = (bc_sum[ctx] + (cnt >> 1)) // cnt
+        ctx = bias_context(vol, f, zloc[i], row, plane, mu, b)
+        corr = bias_correction(bc_sum, bc_cnt, ctx)
         mu += corr
         mu_out[i] = min(max(mu, 0), vmax)
         b_out[i] = b
         ctx_out[i] = ctx
         corr_out[i] = corr
-
-
-@numba.njit(cache=True)
-def _bias_update(ctx, err, bc_sum, bc_cnt):
-    for i in range(ctx.size):
-        c = ctx[i]
-        bc_sum[c] += err[i]
-        bc_cnt[c] += 1
-        if bc_cnt[c] >= BC_HALVE_AT:
-            bc_sum[c] >>= 1
-            bc_cnt[c] >>= 1

@@ -26,14 +26,13 @@ from ..errors import ModelMismatchError, UnsupportedInputError
 from ..intlstm import QuantLSTMParams, cell_update, exact_float32_weights, linear_head
 from ..intmath import log2_q3
 from ..scheduling import PaddedGeometry
+from .bias import bias_context, bias_correction, bias_update, new_statistics
 from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
 
 # Feature list is append-only: a model with n inputs reads the first n. (Five more features -
 # the in-slice LS prediction and previous-slice LS residuals - were tried and bought nothing.)
 N_FEATURES = len(OFFS_3D) + 7 + 3
 FEATURE_GAIN = 16  # feature = (value - mu_ls) * 16 / U, clipped to int8
-N_TEXTURE = 32
-BC_HALVE_AT = 256
 MODEL_FORMAT = 1
 
 
@@ -164,8 +163,7 @@ class _LSTMChunk:
         n_rows = geom.shape[0] * geom.shape[1]
         self.h = np.zeros((n_rows, self.net.hidden), np.int64)
         self.c = np.zeros((n_rows, self.net.hidden), np.int64)
-        self.bc_sum = np.zeros(N_BUCKETS * N_TEXTURE, np.int64)
-        self.bc_cnt = np.zeros(N_BUCKETS * N_TEXTURE, np.int64)
+        self.bc_sum, self.bc_cnt = new_statistics()
 
     def predict(self, vol, res, flat, zloc):
         n = flat.size
@@ -189,7 +187,7 @@ class _LSTMChunk:
         # this model reads residuals of the LS prediction, not the coded ones: keep those in res
         res[flat] = vol[flat] - self._mu_ls
         if self.p.bias_cancel:
-            _bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
+            bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
 
 
 @numba.njit(cache=True, inline="always")
@@ -300,36 +298,12 @@ def _step_outputs(xh, w_t, vol, flat, zloc, row, plane, vmax, hs, cs, b, shift, 
         ctx = 0
         corr = 0
         if bias_cancel:
-            tex = 0
-            if vol[f - 1] > mu:
-                tex += 1
-            if vol[f - row] > mu:
-                tex += 2
-            if vol[f - row - 1] > mu:
-                tex += 4
-            if vol[f - row + 1] > mu:
-                tex += 8
-            if z > 0 and vol[f - plane] > mu:
-                tex += 16
-            ctx = bk * N_TEXTURE + tex
-            cnt = bc_cnt[ctx]
-            if cnt > 0:
-                corr = (bc_sum[ctx] + (cnt >> 1)) // cnt
+            ctx = bias_context(vol, f, z, row, plane, mu, bk)
+            corr = bias_correction(bc_sum, bc_cnt, ctx)
         mu_out[i] = min(max(mu + corr, 0), vmax)
         b_out[i] = bk
         ctx_out[i] = ctx
         corr_out[i] = corr
-
-
-@numba.njit(cache=True)
-def _bias_update(ctx, err, bc_sum, bc_cnt):
-    for i in range(ctx.size):
-        c = ctx[i]
-        bc_sum[c] += err[i]
-        bc_cnt[c] += 1
-        if bc_cnt[c] >= BC_HALVE_AT:
-            bc_sum[c] >>= 1
-            bc_cnt[c] >>= 1
 
 
 @numba.njit(cache=True)
