@@ -26,11 +26,12 @@ from nibabel.arrayproxy import ArrayProxy
 
 from ..errors import CorruptStreamError, UnsupportedInputError
 from .base import Payload
+from .deflate import find_deflate_level, gzip_header_length
 from .npy import (check_int_dtype, check_pieces, codec_view, read_input, sniff, storage_bytes,
                   strip_archive_suffix)
 
 _GZ_MAGIC = b"\x1f\x8b"
-_PROBE = 1 << 20  # input bytes fed per zlib level when searching the original level
+_LEVELS = (6, 1, 9, 5, 4, 3, 2, 7, 8)  # zlib levels tried, most common first
 _DEFAULT_LEVEL = 6
 
 
@@ -56,25 +57,6 @@ def _head_of(path: Path) -> bytes:
     return head[:540]
 
 
-def _gzip_header_length(gz: bytes) -> int:
-    """Length of the first gzip member header (RFC 1952), or 0 if it is not a deflate member."""
-    if len(gz) < 10 or gz[2] != 8:
-        return 0
-    flg, pos = gz[3], 10
-    try:
-        if flg & 4:
-            pos += 2 + int.from_bytes(gz[pos:pos + 2], "little")
-        if flg & 8:
-            pos = gz.index(b"\0", pos) + 1
-        if flg & 16:
-            pos = gz.index(b"\0", pos) + 1
-        if flg & 2:
-            pos += 2
-    except ValueError:
-        return 0
-    return pos if pos <= len(gz) else 0
-
-
 def _deflate(pieces, level: int):
     comp = zlib.compressobj(level, zlib.DEFLATED, -15, 8)
     for p in pieces:
@@ -82,25 +64,6 @@ def _deflate(pieces, level: int):
         if out:
             yield out
     yield comp.flush()
-
-
-def _find_zlib_level(raw: bytes, gz: bytes, hlen: int) -> int | None:
-    """The zlib level whose raw deflate output equals the original stream, if any.
-
-    Deflate output already emitted for a prefix of the input is a prefix of the final stream, so
-    each level is first checked on 1 MiB and only a matching level is run over the whole file.
-    """
-    stream = memoryview(gz)[hlen:len(gz) - 8]
-    for level in (6, 1, 9, 5, 4, 3, 2, 7, 8):
-        comp = zlib.compressobj(level, zlib.DEFLATED, -15, 8)
-        early = comp.compress(raw[:_PROBE])
-        if bytes(stream[:len(early)]) != early:
-            continue
-        if len(raw) > _PROBE:
-            early += comp.compress(raw[_PROBE:])
-        if early + comp.flush() == stream:
-            return level
-    return None
 
 
 def _gunzip(gz: bytes, path) -> bytes:
@@ -171,9 +134,10 @@ class NiftiAdapter:
             "gzip": gz,
         }
         if gz:
-            hlen = _gzip_header_length(blob)
+            hlen = gzip_header_length(blob)
             meta.update(gz_size=len(blob), gz_sha256=hashlib.sha256(blob).hexdigest(),
-                        gz_level=_find_zlib_level(raw, blob, hlen) if hlen else None)
+                        gz_level=find_deflate_level(raw, memoryview(blob)[hlen:len(blob) - 8],
+                                                       _LEVELS) if hlen else None)
             if hlen:
                 members["gzip_header"] = blob[:hlen]
         return Payload(volumes, members, meta)

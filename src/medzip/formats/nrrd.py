@@ -34,9 +34,9 @@ import numpy as np
 
 from ..errors import CorruptStreamError, MedzipError, UnsupportedInputError
 from .base import Payload
+from .deflate import find_deflate_level, gzip_header_length
 from .npy import check_int_dtype, codec_view, read_input, sniff, strip_archive_suffix
 
-_PROBE = 1 << 20  # input bytes deflated per zlib level before committing to a full run
 _MAX_HEADER = 1 << 20
 
 
@@ -75,28 +75,9 @@ def _skip_lines(region: bytes, n: int, what) -> int:
     return pos
 
 
-def _gzip_header_length(gz: bytes) -> int:
-    """Length of a gzip member header (RFC 1952), 0 if it is not one."""
-    if len(gz) < 18 or gz[:3] != b"\x1f\x8b\x08":
-        return 0
-    flg, pos = gz[3], 10
-    try:
-        if flg & 4:
-            pos += 2 + int.from_bytes(gz[pos:pos + 2], "little")
-        if flg & 8:
-            pos = gz.index(b"\0", pos) + 1
-        if flg & 16:
-            pos = gz.index(b"\0", pos) + 1
-        if flg & 2:
-            pos += 2
-    except ValueError:
-        return 0
-    return pos if pos <= len(gz) else 0
-
-
 def _wrapper_length(stream: bytes, kind: str) -> int:
     if kind == "gzip":
-        return _gzip_header_length(stream)
+        return gzip_header_length(stream)
     ok = len(stream) >= 6 and stream[0] & 0x0F == 8 and ((stream[0] << 8) | stream[1]) % 31 == 0
     return 2 if ok and not stream[1] & 0x20 else 0  # FDICT streams need a dictionary: not ours
 
@@ -108,23 +89,6 @@ def _level_order(stream: bytes, kind: str) -> list[int]:
     else:
         first = [[1], [2, 3, 4, 5], [6], [9, 7, 8]][stream[1] >> 6]
     return first + [lv for lv in (6, 9, 1, 5, 4, 3, 2, 7, 8) if lv not in first]
-
-
-def find_deflate_level(raw: bytes, deflate: memoryview, levels) -> int | None:
-    """The zlib level whose raw-deflate output of ``raw`` is exactly ``deflate``, if any.
-
-    Output emitted for a prefix of the input is final, so a wrong level is usually rejected
-    after deflating only the first MiB.
-    """
-    for level in levels:
-        comp = zlib.compressobj(level, zlib.DEFLATED, -15, 8)
-        early = comp.compress(raw[:_PROBE])
-        if bytes(deflate[:len(early)]) != early:
-            continue
-        out = early + comp.compress(raw[_PROBE:]) + comp.flush()
-        if out == deflate:
-            return level
-    return None
 
 
 def _inflate(stream: bytes, hlen: int, what) -> tuple[bytes, int]:
