@@ -104,3 +104,21 @@ def test_pyramid_is_the_published_window_and_causal():
     assert all(dx + P.SLOPE * dy + P.LAG * dz < 0 for dz, dy, dx in src)
     assert sum(a != b for a, b in zip(win, src)) == 9  # the upper-right voxels the wavefront lacks
     assert max(max(abs(dy), abs(dx)) for _, dy, dx in src) <= P.PaperPredictor.pad
+
+
+def test_train_paper_cli_exports_a_usable_model(tmp_path, crop):
+    """``medzip train --paper`` (a few steps) writes a model the coder runs from its file."""
+    from medzip.cli import main
+
+    vols = []
+    for i in range(3):
+        np.save(tmp_path / f"subject{'abc'[i]}.npy", np.roll(crop, 5 * i, axis=2))
+        vols.append(str(tmp_path / f"subject{'abc'[i]}.npy"))
+    model = tmp_path / "tiny-paper.npz"
+    rc = main(["train", *vols, "--paper", "--out", str(model), "--name", "tiny-paper",
+               "--steps", "2", "--qat-steps", "1", "--batch", "16", "--samples-per-volume", "40",
+               "--val", vols[0]])
+    assert rc == 0 and model.stat().st_size > 10000
+    blob = medzip.compress(crop[:2, :8, :8], model=str(model))
+    assert Stream.parse(blob).header["volumes"][0]["model"]["name"] == "tiny-paper"
+    np.testing.assert_array_equal(medzip.decompress(blob, model=str(model)), crop[:2, :8, :8])
