@@ -38,7 +38,8 @@ SLOPE = 2  # in-slice slope of the engine's wavefront: t = x + SLOPE * y + lag *
 LAG = 13  # 9x9 window in z-1: dx + SLOPE*dy < LAG for |dy|, |dx| <= 4
 PYRAMID = ((3, 0), (2, 2), (1, 4))  # (slices back, half width) of the past-slice windows
 CUR_HALF = 6  # 13x13 current-slice window
-MAX_HEAD_SHIFT = 24  # keeps the de-normalisation product below 2**63 for 33-bit ranges
+MAX_HEAD_SHIFT = 24  # with MAX_SPAN: the de-normalisation product stays below 2**63
+MAX_SPAN = 1 << 34  # value ranges are below 2**33 (volume_codec.MAX_RANGE_BITS)
 _PARAMS = struct.Struct("<Bqq")
 PARAMS_VERSION = 1
 
@@ -93,10 +94,9 @@ class PaperPredictor:
         self.net = load_paper_net(model)
         if vol4 is not None:
             lo, hi = int(vol4.min()), int(vol4.max())
-        if lo is None or hi is None or hi <= lo:
-            hi = lo + 1 if lo is not None else 1  # constant volumes never reach a predictor
-            lo = 0 if lo is None else lo
-        self.lo, self.hi = lo, hi
+        if lo is None or hi is None:
+            raise ValueError("PaperPredictor needs a volume or its value range")
+        self.lo, self.hi = lo, max(hi, lo + 1)  # constant volumes never reach a predictor
         n = self.net
         # int16 copies for the recurrent dot product; |w|, |h| <= 127 is checked on load
         self._wx = np.ascontiguousarray(n.w[:, 0])
@@ -112,7 +112,7 @@ class PaperPredictor:
         if len(blob) != _PARAMS.size:
             raise ValueError("bad medzip-paper parameter block")
         version, lo, hi = _PARAMS.unpack(blob)
-        if version != PARAMS_VERSION or hi <= lo:
+        if version != PARAMS_VERSION or not 0 <= lo < hi <= lo + MAX_SPAN:
             raise ValueError("bad medzip-paper parameter block")
         return cls(model, lo=lo, hi=hi)
 
