@@ -18,9 +18,27 @@ beyond NumberOfImagesInMosaic go to the header member) and re-tiled on restore.
 
 Everything else is stored whole as a verbatim member named by its relative path and listed with
 the reason in ``meta``: non-DICOM files, encapsulated/compressed transfer syntaxes (JPEG, JPEG-LS,
-JPEG 2000, RLE, deflate; restored identical, never transcoded), colour, float, 1-bit or otherwise
-unusable pixel data. Each file's size and SHA-256 is in ``meta`` and checked before anything is
-written on restore.
+JPEG 2000, RLE, deflate; restored identical unless transcoded, below), colour, float, 1-bit or
+otherwise unusable pixel data. Each file's size and SHA-256 is in ``meta`` and checked before
+anything is written on restore.
+
+Transcoding (``read(path, transcode=True)``, ``medzip compress --transcode``): a file whose transfer
+syntax is *lossless* and decodable here -- RLE Lossless and Deflated Explicit VR Little Endian with
+pydicom; JPEG Lossless (Process 14, any selection value), JPEG-LS Lossless, JPEG 2000 Lossless and
+HTJ2K Lossless with ``imagecodecs`` when it is installed -- is decoded at compress time and rewritten
+by pydicom as a *new* file: the same dataset with TransferSyntaxUID Explicit VR Little Endian, the
+decoded stored words as native PixelData, the file meta (group 2) lengths recomputed and, as
+pydicom's writer does, retired group-length elements (gggg,0000) outside group 2 dropped. Those
+bytes then take the ordinary path above, so the archive restores the *uncompressed* file byte for
+byte, not the original one. Its ``meta`` entry's ``size``/``sha256`` describe the uncompressed file
+(the restore check compares against them); ``transcoded_from`` holds the original transfer syntax
+UID, ``original_size``/``original_sha256`` the original file. JPEG codecs do not know
+PixelRepresentation, so their output is checked (frames x Rows x Columns, values within
+BitsStored) and reinterpreted as the DICOM stored word (sign-extended from BitsStored when signed);
+RLE and deflate give the stored words as they are. Lossy syntaxes (JPEG baseline/extended,
+JPEG-LS near-lossless, JPEG 2000, HTJ2K, ...) are never transcoded, nor is a file whose decoded
+image would not be coded as voxels anyway (colour, 1-bit, ...); they stay verbatim, with the reason.
+Without ``transcode`` nothing changes.
 """
 from __future__ import annotations
 
@@ -42,6 +60,19 @@ _META_VERSION = 1
 _PIXEL_DATA = 0x7FE00010
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
 _DESCRIBE_MAX = 20
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_RLE = "1.2.840.10008.1.2.5"
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+# Lossless encapsulated syntaxes decoded frame by frame with imagecodecs: UID -> decoder name.
+_IMAGECODECS = {
+    "1.2.840.10008.1.2.4.57": "ljpeg_decode",  # JPEG Lossless, Process 14
+    "1.2.840.10008.1.2.4.70": "ljpeg_decode",  # JPEG Lossless, Process 14, Selection Value 1
+    "1.2.840.10008.1.2.4.80": "jpegls_decode",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.90": "jpeg2k_decode",  # JPEG 2000 (Lossless Only)
+    "1.2.840.10008.1.2.4.201": "htj2k_decode",  # HTJ2K (Lossless Only)
+    "1.2.840.10008.1.2.4.202": "htj2k_decode",  # HTJ2K with RPCL Options (Lossless Only)
+}
+_TRANSCODABLE = {_RLE, _DEFLATED, *_IMAGECODECS}
 
 
 @dataclass
@@ -208,6 +239,116 @@ def _transfer_syntax(ds) -> dict:
     return {"name": uid.name, "compressed": compressed}
 
 
+class _NotTranscoded(Exception):
+    """The reason a compressed file stays verbatim even though transcoding was asked for."""
+
+
+def _transcode(data: bytes):
+    """``(bytes of the uncompressed file, original transfer syntax UID)`` for a file in a lossless
+    compressed syntax, or the reason (str) it is not transcoded."""
+    pydicom = _pydicom()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+            uid = str(ds.file_meta.TransferSyntaxUID)
+        except Exception as exc:  # noqa: BLE001 (damaged file: verbatim is safe)
+            return f"not transcoded: unreadable ({type(exc).__name__})"
+        if uid not in _TRANSCODABLE:
+            return "lossy or unsupported syntax, never transcoded"
+        try:
+            pixels = _decode_pixels(ds, uid)
+            return _native_file(ds, pixels), uid
+        except _NotTranscoded as exc:
+            return f"not transcoded: {exc}"
+        except Exception as exc:  # noqa: BLE001 (codec errors come in many types)
+            return f"not transcoded: decoding failed ({type(exc).__name__}: {exc})"
+
+
+def _decode_pixels(ds, uid: str) -> bytes | None:
+    """The decoded stored words, little endian, frames x rows x cols; None to keep PixelData
+    as it is (deflate: pydicom has already inflated the whole dataset)."""
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        bits = int(ds.BitsAllocated)
+        stored = int(ds.get("BitsStored") or bits)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        signed = int(ds.get("PixelRepresentation") or 0) == 1
+    except (AttributeError, TypeError, ValueError):
+        raise _NotTranscoded("image attributes missing or malformed") from None
+    if samples != 1:
+        raise _NotTranscoded(f"colour pixel data (SamplesPerPixel={samples})")
+    if bits not in (8, 16, 32) or not 1 <= stored <= bits or rows < 1 or cols < 1 or frames < 1:
+        raise _NotTranscoded(f"unsupported pixel layout (BitsAllocated={bits}, BitsStored={stored})")
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    nbytes = frames * rows * cols * dtype.itemsize
+    if uid == _DEFLATED:
+        return None
+    if uid == _RLE:
+        from pydicom.pixels import get_decoder
+
+        buf, _ = get_decoder(uid).as_buffer(ds)
+        if len(buf) != nbytes:
+            raise _NotTranscoded(f"RLE decoded to {len(buf)} bytes, expected {nbytes}")
+        return bytes(buf)
+    try:
+        import imagecodecs
+    except ImportError:
+        raise _NotTranscoded("imagecodecs is not installed") from None
+    decode = getattr(imagecodecs, _IMAGECODECS[uid], None)
+    if decode is None:
+        raise _NotTranscoded(f"this imagecodecs has no {_IMAGECODECS[uid]}")
+    from pydicom.encaps import generate_frames
+
+    elem = ds[_PIXEL_DATA]
+    if not getattr(elem, "is_undefined_length", False):
+        raise _NotTranscoded("pixel data is not encapsulated")
+    out = []
+    for frame in generate_frames(ds.PixelData, number_of_frames=frames):
+        arr = np.asarray(decode(frame))
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        if arr.shape != (rows, cols):
+            raise _NotTranscoded(f"frame decoded to shape {arr.shape}, expected {(rows, cols)}")
+        out.append(_stored_words(arr, dtype, stored))
+    if len(out) != frames:
+        raise _NotTranscoded(f"{len(out)} frame(s) decoded, NumberOfFrames is {frames}")
+    return b"".join(a.tobytes() for a in out)
+
+
+def _stored_words(arr: np.ndarray, dtype: np.dtype, stored: int) -> np.ndarray:
+    """A decoded frame as DICOM stored words: codecs ignore PixelRepresentation, so a signed
+    image may come back unsigned (BitsStored-bit two's complement) or the other way round."""
+    if arr.dtype.kind not in "iu" or arr.dtype.itemsize > dtype.itemsize:
+        raise _NotTranscoded(f"codec returned {arr.dtype}, expected at most {dtype}")
+    v = arr.astype(np.int64)
+    lo = -(1 << (stored - 1)) if (dtype.kind == "i" or arr.dtype.kind == "i") else 0
+    if v.size and (v.min() < lo or v.max() >= (1 << stored)):
+        raise _NotTranscoded(f"decoded values [{v.min()}, {v.max()}] do not fit BitsStored={stored}")
+    v &= (1 << stored) - 1  # the BitsStored-bit pattern
+    if dtype.kind == "i":
+        sign = 1 << (stored - 1)
+        v = (v ^ sign) - sign  # sign-extend to the whole word
+    return v.astype(dtype)
+
+
+def _native_file(ds, pixels: bytes | None) -> bytes:
+    """The dataset written as an Explicit VR Little Endian file with native pixel data."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    if pixels is not None:
+        del ds[_PIXEL_DATA]
+        for tag in (0x7FE00001, 0x7FE00002):  # extended offset table: encapsulated only
+            if tag in ds:
+                del ds[tag]
+        ds.add_new(_PIXEL_DATA, "OW" if int(ds.BitsAllocated) > 8 else "OB", pixels)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 def _instance_number(ds) -> float:
     try:
         return float(ds.get("InstanceNumber"))
@@ -281,7 +422,11 @@ class DicomAdapter:
             return True
         return path.suffix.lower() in _DICOM_SUFFIXES and looks_like_dicom(head)
 
-    def read(self, path: Path) -> Payload:
+    supports_transcode = True
+
+    def read(self, path: Path, transcode: bool = False) -> Payload:
+        """``transcode``: decode lossless compressed syntaxes and code them as voxels; such a
+        file restores as an uncompressed (Explicit VR Little Endian) file (module docstring)."""
         path = Path(path)
         if path.is_dir():
             entries, kind = _walk(path), "dir"
@@ -298,6 +443,8 @@ class DicomAdapter:
             entry = {"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
             files.append(entry)
             got = _classify(rel, data)
+            if transcode and isinstance(got, str) and got.startswith("compressed transfer syntax"):
+                got = self._transcoded(rel, data, entry, got)
             if isinstance(got, str):
                 entry["verbatim"] = got
                 members[rel] = data
@@ -312,6 +459,22 @@ class DicomAdapter:
         meta = {"format": self.name, "version": _META_VERSION, "input": kind, "name": path.name,
                 "files": files, "series": series}
         return Payload(volumes, members, meta)
+
+    @staticmethod
+    def _transcoded(rel: str, data: bytes, entry: dict, reason: str):
+        """The :class:`_Image` of the uncompressed rewrite of ``data`` (``entry`` then describes
+        the rewritten file), or the reason the original stays verbatim."""
+        got = _transcode(data)
+        if isinstance(got, str):
+            return f"{reason}; {got}"
+        new, uid = got
+        image = _classify(rel, new)
+        if isinstance(image, str):
+            return f"{reason}; not transcoded: decoded file would be verbatim too ({image})"
+        entry.update({"size": len(new), "sha256": hashlib.sha256(new).hexdigest(),
+                      "transcoded_from": uid, "original_size": len(data),
+                      "original_sha256": entry["sha256"]})
+        return image
 
     @staticmethod
     def _build_series(group: list, files: list, series: list, blob: bytearray, vol_index: int):
@@ -426,19 +589,34 @@ class DicomAdapter:
     def describe(self, meta: dict) -> list[str]:
         files, series = meta.get("files", []), meta.get("series", [])
         verbatim = [f for f in files if "verbatim" in f]
+        transcoded = [f for f in files if "transcoded_from" in f]
         what = "folder" if meta.get("input") == "dir" else "file"
         lines = [f"DICOM {what} '{meta.get('name', '')}': {len(files)} file(s), {len(series)} series "
-                 f"coded as volumes, {len(verbatim)} file(s) stored verbatim"]
+                 f"coded as volumes, {len(verbatim)} file(s) stored verbatim"
+                 + (f", {len(transcoded)} transcoded" if transcoded else "")]
         for i, s in enumerate(series):
             dims = "x".join(str(d) for d in s.get("shape", []))
             kind = {"mosaic": "Siemens mosaic, un-tiled", "stack": "slices"}.get(s.get("layout"), s.get("layout"))
             lines.append(f"  series {i + 1}: {s.get('modality') or '?'} {dims} {s.get('dtype')} ({kind}), "
                          f"{len(s.get('files', []))} file(s), uid {s.get('uid') or '-'}")
+        for f in transcoded[:_DESCRIBE_MAX]:
+            lines.append(f"  transcoded: {f['path']} (from {_syntax_name(f['transcoded_from'])}; "
+                         "restores as Explicit VR Little Endian)")
+        if len(transcoded) > _DESCRIBE_MAX:
+            lines.append(f"  ... and {len(transcoded) - _DESCRIBE_MAX} more transcoded file(s)")
         for f in verbatim[:_DESCRIBE_MAX]:
             lines.append(f"  verbatim: {f['path']} ({f['verbatim']})")
         if len(verbatim) > _DESCRIBE_MAX:
             lines.append(f"  ... and {len(verbatim) - _DESCRIBE_MAX} more verbatim file(s)")
         return lines
+
+
+def _syntax_name(uid) -> str:
+    try:
+        name = _pydicom().uid.UID(str(uid)).name
+    except Exception:  # noqa: BLE001 (describe must not fail on odd metadata)
+        name = ""
+    return f"{name} [{uid}]" if name and name != str(uid) else str(uid)
 
 
 ADAPTER = DicomAdapter()
