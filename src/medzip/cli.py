@@ -102,7 +102,8 @@ def _input_size(path: Path) -> int:
 
 def _encode_stdin(args) -> bytes:
     return files.encode_bytes(_stdin_binary(), level=args.level, model=args.model,
-                              workers=args.threads, progress=_progress(args))
+                              workers=args.threads, progress=_progress(args),
+                              transcode=args.transcode)
 
 
 def cmd_compress(args) -> int:
@@ -123,7 +124,8 @@ def cmd_compress(args) -> int:
                     n_in = None
                 else:
                     data = files.encode_file(name, level=args.level, model=args.model,
-                                             workers=args.threads, progress=_progress(args))
+                                             workers=args.threads, progress=_progress(args),
+                                             transcode=args.transcode)
                     n_in = Path(name).stat().st_size
                 out.write(data)
                 out.flush()
@@ -136,7 +138,8 @@ def cmd_compress(args) -> int:
             if name == _STDIO:  # stdin to a named file
                 raw = _stdin_binary()
                 data = files.encode_bytes(raw, level=args.level, model=args.model,
-                                          workers=args.threads, progress=_progress(args))
+                                          workers=args.threads, progress=_progress(args),
+                                          transcode=args.transcode)
                 dst = files.write_output(data, args.output, force=args.force)
                 _say(args, _size_line("<stdin>", len(raw), api.inspect(data), dst,
                                       time.perf_counter() - t0))
@@ -145,7 +148,7 @@ def cmd_compress(args) -> int:
             dst = files.compress_file(name, args.output, level=args.level, model=args.model,
                                       workers=args.threads, force=args.force,
                                       progress=_progress(args), verify=args.verify,
-                                      remove_source=args.rm)
+                                      remove_source=args.rm, transcode=args.transcode)
             info = files.info_file(dst)
             _say(args, _size_line(name, n_in, info, dst, time.perf_counter() - t0))
         except (MedzipError, OSError) as exc:
@@ -352,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     _level_options(p)
     p.add_argument("--verify", action="store_true",
                    help="decode the written archive and check it before keeping it (implied by --rm)")
+    p.add_argument("--transcode", action="store_true",
+                   help="DICOM: decode lossless compressed transfer syntaxes (RLE, deflate, JPEG "
+                        "lossless, JPEG-LS, JPEG 2000 lossless) and code the pixels; such files "
+                        "restore as uncompressed Explicit VR Little Endian files, not identical "
+                        "bytes. Lossy syntaxes stay as they are")
     _common(p)
     p.set_defaults(func=cmd_compress)
 

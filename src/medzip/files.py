@@ -133,41 +133,48 @@ def _verify_archive(path: Path, original: Payload, adapter, workers: int, progre
 
 # ---- compress ---------------------------------------------------------------------------------
 
-def load_file(src):
-    """``(adapter, payload)`` for an input file: what would be compressed, before coding."""
-    return _read_payload(Path(src))
+def load_file(src, *, transcode: bool = False):
+    """``(adapter, payload)`` for an input file: what would be compressed, before coding.
+
+    ``transcode`` asks adapters that support it (DICOM) to decode lossless compressed transfer
+    syntaxes and code the pixels; such files restore uncompressed. Other formats ignore it."""
+    return _read_payload(Path(src), transcode)
 
 
-def _read_payload(src: Path):
+def _read_payload(src: Path, transcode: bool = False):
     with _named(src):
         if not os.path.lexists(src):
             raise MedzipError(f"{src}: no such file")
         adapter = adapter_for_path(src)
+        if transcode and getattr(adapter, "supports_transcode", False):
+            return adapter, adapter.read(src, transcode=True)
         return adapter, adapter.read(src)
 
 
 def encode_file(src, *, level: int | None = None, model: str | None = None, workers: int = 0,
-                progress: bool = False, name: str | None = None) -> bytes:
+                progress: bool = False, name: str | None = None, transcode: bool = False) -> bytes:
     """Compress one input file into ``.mzp`` bytes (nothing is written).
 
-    ``name`` labels error messages instead of ``src`` (used for stdin staged in a temp file).
+    ``name`` labels error messages instead of ``src`` (used for stdin staged in a temp file);
+    ``transcode`` as in :func:`load_file`.
     """
     src = Path(src)
     with _named(name or src, str(src) if name else None):
-        adapter, payload = _read_payload(src)
+        adapter, payload = _read_payload(src, transcode)
         return api.compress_payload(payload, level=level, model=model,
                                     workers=resolve_workers(workers), progress=progress)
 
 
 def encode_bytes(data: bytes, *, level: int | None = None, model: str | None = None,
-                 workers: int = 0, progress: bool = False, name: str = "<stdin>") -> bytes:
+                 workers: int = 0, progress: bool = False, name: str = "<stdin>",
+                 transcode: bool = False) -> bytes:
     """Compress the bytes of an input file (e.g. stdin); the format is sniffed from content."""
     fd, tmp = tempfile.mkstemp(prefix="medzip-input-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         return encode_file(tmp, level=level, model=model, workers=workers, progress=progress,
-                           name=name)
+                           name=name, transcode=transcode)
     finally:
         os.unlink(tmp)
 
@@ -183,11 +190,14 @@ def write_output(data: bytes, dst, *, force: bool = False) -> Path:
 
 def compress_file(src, dst=None, *, level: int | None = None, model: str | None = None,
                   workers: int = 0, force: bool = False, progress: bool = False,
-                  verify: bool = False, remove_source: bool = False) -> Path:
+                  verify: bool = False, remove_source: bool = False,
+                  transcode: bool = False) -> Path:
     """Compress ``src`` to ``dst`` (default ``src + ".mzp"``) and return the output path.
 
     ``verify`` decodes the written archive and checks it restores the input before the output
     is renamed into place; ``remove_source`` implies it and deletes ``src`` afterwards.
+    ``transcode`` as in :func:`load_file` (transcoded DICOM files restore uncompressed, so
+    verification checks against the uncompressed rewrite).
     """
     src = Path(src)
     dst = Path(dst) if dst is not None else src.with_name(src.name + ARCHIVE_SUFFIX)
@@ -196,7 +206,7 @@ def compress_file(src, dst=None, *, level: int | None = None, model: str | None 
         raise MedzipError(f"{src}: is a folder; --rm / remove_source deletes single files only")
     _check_output(dst, force, src)
     with _named(src):
-        adapter, payload = _read_payload(src)
+        adapter, payload = _read_payload(src, transcode)
         data = api.compress_payload(payload, level=level, model=model, workers=workers,
                                     progress=progress)
     check = None
