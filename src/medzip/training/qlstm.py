@@ -47,7 +47,7 @@ class QRowLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, n_in) in int8 units / 128. Returns head outputs (B, T, n_out)."""
-        bsz, steps, _ = x.shape
+        bsz = x.shape[0]
         hid = self.hidden
         q = self.quantized
         w, b = self._qw(self.w, self.b) if q else (self.w, self.b)
@@ -56,8 +56,9 @@ class QRowLSTM(nn.Module):
         h = x.new_zeros(bsz, hid)
         c = x.new_zeros(bsz, hid)
         outs = []
-        for t in range(steps):
-            z = xz[:, t] + h @ wh.t()
+        # unbind, not xz[:, t]: indexing makes autograd zero-fill a (B, T, 4H) tensor per step
+        for xz_t in xz.unbind(1):
+            z = xz_t + h @ wh.t()
             if q:
                 z = _ste(z, torch.clamp(torch.round(z * 16), -LUT_HALF, LUT_HALF) / 16)
             zi, zf, zg, zo = z.split(hid, dim=1)
