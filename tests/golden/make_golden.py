@@ -2,7 +2,8 @@
 
     python tests/golden/make_golden.py            # refuses to overwrite existing files
     python tests/golden/make_golden.py --force    # after an intentional ls3d/format change
-    python tests/golden/make_golden.py --set lstm # the shipped medzip-lstm model (tests/golden/lstm)
+    python tests/golden/make_golden.py --set lstm # add files for the current medzip-lstm model
+                                                  # (tests/golden/lstm; earlier models' files stay)
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -84,14 +85,25 @@ def main() -> int:
         name = "mr_dwi_b0_4x40x40_be_u2"
         cases = {**cases, name + "_level9": (cases[name][0], cases[name][1], {"level": 9})}
     manifest_path = out_dir / "manifest.json"
-    if manifest_path.exists() and not args.force:
+    entries = {}
+    if args.set == "lstm":
+        # One generation per model version: files of earlier models stay, so every shipped
+        # model keeps a decode test; names carry the model's SHA-256 prefix.
+        from medzip.predictors.lstm import builtin_model
+        tag = builtin_model("medzip-lstm").sha256[:12]
+        if manifest_path.exists():
+            entries = json.loads(manifest_path.read_text())["volumes"]
+        cases = {f"{name}@{tag}": case for name, case in cases.items()}
+        if any(name in entries for name in cases) and not args.force:
+            print(f"golden files for model {tag} exist; use --force to remake them", file=sys.stderr)
+            return 1
+    elif manifest_path.exists() and not args.force:
         print(f"{manifest_path} exists; golden files are made once. Use --force to remake them "
               "(only after an intentional encoder or format change).", file=sys.stderr)
         return 1
     if not SHARED.is_dir():
         print(f"shared data not found at {SHARED}", file=sys.stderr)
         return 1
-    entries = {}
     for name, (source, build, kwargs) in cases.items():
         arr = build()
         kwargs = {**base_kwargs, **kwargs}
