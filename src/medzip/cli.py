@@ -100,18 +100,23 @@ def _input_size(path: Path) -> int:
 
 # ---- compress ---------------------------------------------------------------------------------
 
-def _encode_stdin(args) -> bytes:
-    return files.encode_bytes(_stdin_binary(), level=args.level, model=args.model,
-                              workers=args.threads, progress=_progress(args),
-                              transcode=args.transcode)
-
-
-def cmd_compress(args) -> int:
+def _inputs(args) -> list[str]:
+    """The input names (stdin when none), checked against -o / -c."""
     inputs = args.inputs or [_STDIO]
     if len(inputs) > 1 and (args.output or args.stdout):
         raise _UsageError("-o / -c take a single input")
     if inputs.count(_STDIO) > 1:
         raise _UsageError("stdin ('-') can be read only once")
+    return inputs
+
+
+def _encode_raw(args, raw: bytes) -> bytes:
+    return files.encode_bytes(raw, level=args.level, model=args.model, workers=args.threads,
+                              progress=_progress(args), transcode=args.transcode)
+
+
+def cmd_compress(args) -> int:
+    inputs = _inputs(args)
     rc = 0
     for name in inputs:
         try:
@@ -120,7 +125,7 @@ def cmd_compress(args) -> int:
             if to_stdout:
                 out = _stdout_binary()
                 if name == _STDIO:
-                    data = _encode_stdin(args)
+                    data = _encode_raw(args, _stdin_binary())
                     n_in = None
                 else:
                     data = files.encode_file(name, level=args.level, model=args.model,
@@ -137,9 +142,7 @@ def cmd_compress(args) -> int:
                 continue
             if name == _STDIO:  # stdin to a named file
                 raw = _stdin_binary()
-                data = files.encode_bytes(raw, level=args.level, model=args.model,
-                                          workers=args.threads, progress=_progress(args),
-                                          transcode=args.transcode)
+                data = _encode_raw(args, raw)
                 dst = files.write_output(data, args.output, force=args.force)
                 _say(args, _size_line("<stdin>", len(raw), api.inspect(data), dst,
                                       time.perf_counter() - t0))
@@ -160,11 +163,7 @@ def cmd_compress(args) -> int:
 # ---- decompress -------------------------------------------------------------------------------
 
 def cmd_decompress(args) -> int:
-    inputs = args.inputs or [_STDIO]
-    if len(inputs) > 1 and (args.output or args.stdout):
-        raise _UsageError("-o / -c take a single input")
-    if inputs.count(_STDIO) > 1:
-        raise _UsageError("stdin ('-') can be read only once")
+    inputs = _inputs(args)
     rc = 0
     for name in inputs:
         try:
