@@ -103,7 +103,7 @@ def _one_step_inputs(level):
     geom = chunk_geometry(pred, vol4.shape[1:])
     padded = np.zeros(geom.shape, np.int32).ravel()
     geom.embed(vol4[0], padded)
-    return pred, geom, padded, int(vol4.max()), list(wavefront(geom, pred.lag))
+    return pred, geom, padded, int(vol4.max()), list(wavefront(geom, pred.lag, getattr(pred, "slope", 2)))
 
 
 @pytest.mark.parametrize("level", [1, 5, 9])

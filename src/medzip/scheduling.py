@@ -57,15 +57,19 @@ class PaddedGeometry:
         return flat.ravel().astype(np.int64), zz.ravel().astype(np.int64)
 
 
-def wavefront(geom: PaddedGeometry, lag: int):
-    """Yield ``(flat, zloc)`` per step: flat indices into the padded chunk, and slice numbers."""
+def wavefront(geom: PaddedGeometry, lag: int, slope: int = 2):
+    """Yield ``(flat, zloc)`` per step: flat indices into the padded chunk, and slice numbers.
+
+    Step of voxel (z, y, x): ``x + slope*y + lag*z``. ``slope`` 2 makes NE causal; a wider
+    in-slice window needs a larger slope (the published 13x13 window: 7).
+    """
     nz, ny, nx = geom.nz, geom.ny, geom.nx
-    # Diagonals u = x + 2y of one slice, concatenated in u order, as padded in-plane offsets.
+    # Diagonals u = x + slope*y of one slice, concatenated in u order, as padded in-plane offsets.
     yy, xx = np.mgrid[0:ny, 0:nx]
-    u = (xx + 2 * yy).ravel()
+    u = (xx + slope * yy).ravel()
     order = np.argsort(u, kind="stable")
     diag_flat = ((yy.ravel() + geom.pad) * geom.row + xx.ravel() + geom.pad)[order].astype(np.int64)
-    umax = nx - 1 + 2 * (ny - 1)
+    umax = nx - 1 + slope * (ny - 1)
     diag_len = np.bincount(u, minlength=umax + 1)
     diag_start = np.concatenate(([0], np.cumsum(diag_len)[:-1]))
     zs = np.arange(nz, dtype=np.int64)

@@ -136,7 +136,7 @@ def code_chunk(predictor, geom: PaddedGeometry, vmax: int, chunk: np.ndarray | N
         enc = constriction.stream.queue.RangeEncoder()
     else:
         dec = constriction.stream.queue.RangeDecoder(words)
-    for flat, zloc in wavefront(geom, predictor.lag):
+    for flat, zloc in wavefront(geom, predictor.lag, getattr(predictor, "slope", 2)):
         if not flat.size:  # thin slabs (y*x tiny, lag > diagonals) have empty steps: no symbols
             continue
         mu, bucket = model.predict(vol, res, flat, zloc)
