@@ -100,9 +100,13 @@ def test_pyramid_is_the_published_window_and_causal():
     by_slice = [sum(1 for o in win if o[0] == dz) for dz in (-3, -2, -1, 0)]
     assert by_slice == [1, 25, 81, 84]
     assert [o[0] for o in win] == sorted(o[0] for o in win)  # oldest slice first
-    # every voxel actually read is decoded earlier by the wavefront t = x + 2y + lag*z
+    # with the current slope every window voxel is decoded earlier (t = x + 7y + 33z): src == win
     assert all(dx + P.SLOPE * dy + P.LAG * dz < 0 for dz, dy, dx in src)
-    assert sum(a != b for a, b in zip(win, src)) == 9  # the upper-right voxels the wavefront lacks
+    assert src == win
+    # the first model's slope 2 lacked 9 upper-right voxels; they read the row's last decoded one
+    win2, src2 = P.pyramid_offsets(2)
+    assert all(dx + 2 * dy + P.lag_for(2) * dz < 0 for dz, dy, dx in src2)
+    assert sum(a != b for a, b in zip(win2, src2)) == 9
     assert max(max(abs(dy), abs(dx)) for _, dy, dx in src) <= P.PaperPredictor.pad
 
 
@@ -122,3 +126,18 @@ def test_train_paper_cli_exports_a_usable_model(tmp_path, crop):
     blob = medzip.compress(crop[:2, :8, :8], model=str(model))
     assert Stream.parse(blob).header["volumes"][0]["model"]["name"] == "tiny-paper"
     np.testing.assert_array_equal(medzip.decompress(blob, model=str(model)), crop[:2, :8, :8])
+
+
+def test_stream_of_the_first_paper_model_still_decodes():
+    """Streams coded with the archived slope-2 model decode with today's medzip (no --model)."""
+    from importlib import resources
+
+    old = resources.files("medzip") / "models" / "medzip-paper@094ecf9c1918.npz"
+    arr = _real_crop()[:2, :12, :12]
+    blob = medzip.compress(arr, model=str(old))
+    info = medzip.inspect(blob)["volumes"][0]
+    assert info["model"] == "medzip-paper" and info["model_sha256"].startswith("094ecf9c1918")
+    np.testing.assert_array_equal(medzip.decompress(blob), arr)
+    current = medzip.compress(arr, model="medzip-paper")
+    assert medzip.inspect(current)["volumes"][0]["model_sha256"] != info["model_sha256"]
+    np.testing.assert_array_equal(medzip.decompress(current), arr)

@@ -9,12 +9,12 @@ units; a linear head on the last state predicts the normalised voxel, which is s
 rounded. The residual scale bucket comes from the magnitudes of neighbouring residuals (as in
 ls3d), so the adaptive residual coder plays the role of the paper's adaptive arithmetic coder.
 
-Wavefront deviation: medzip decodes voxel (z, y, x) at step ``x + 2y + lag*z``
-(scheduling.py), so 9 of the current-slice window's upper-right voxels (row y-1 beyond x+1,
-row y-2 beyond x+3, row y-3 beyond x+5) are not decoded yet when the voxel is predicted. They
-are replaced by the last decoded voxel of their row (x+1, x+3, x+5: edge replication), on the
-encoder and decoder alike. The full published window needs a steeper wavefront
-(``x + 7y + 33z``); ``SLOPE`` below is the one constant to change once the engine has it.
+Wavefront: models trained now use slope 7 and lag 33 (``t = x + 7y + 33z``, scheduling.py), so
+the whole published window is decoded when a voxel is predicted (row y-1 up to x+6 needs slope
+> 6; the 9x9 block of z-1 needs lag > 4 + 4*slope). Each model file records its slope and the
+predictor runs the wavefront it was trained for: the first shipped model (slope 2, kept as
+``models/medzip-paper@094ecf9c1918.npz`` for old streams) read 9 upper-right window
+voxels that slope 2 had not decoded yet as the rightmost decoded voxel of their row.
 
 Everything on the coding path is integer arithmetic in numba (no fast-math). The recurrent
 product is an int16 x int16 dot product accumulated in int32 (|sum| <= 128 * 127 * 127 < 2**21,
@@ -34,8 +34,15 @@ from ..intmath import log2_q3
 from ..scheduling import PaddedGeometry
 from .lstm import ModelFile
 
-SLOPE = 2  # in-slice slope of the engine's wavefront: t = x + SLOPE * y + lag * z
-LAG = 13  # 9x9 window in z-1: dx + SLOPE*dy < LAG for |dy|, |dx| <= 4
+SLOPE = 7  # wavefront slope new models are trained for: t = x + SLOPE * y + lag * z
+
+
+def lag_for(slope: int) -> int:
+    """Smallest lag that decodes the 9x9 block of z-1 in time: dx + slope*dy < lag."""
+    return 4 + 4 * slope + 1
+
+
+LAG = lag_for(SLOPE)  # 33
 PYRAMID = ((3, 0), (2, 2), (1, 4))  # (slices back, half width) of the past-slice windows
 CUR_HALF = 6  # 13x13 current-slice window
 MAX_HEAD_SHIFT = 24  # with MAX_SPAN: the de-normalisation product stays below 2**63
@@ -63,9 +70,9 @@ def pyramid_offsets(slope: int = SLOPE) -> tuple[list, list]:
 SEQ_LEN = len(pyramid_offsets()[0])  # 191
 
 
-def source_offsets(geom: PaddedGeometry) -> np.ndarray:
-    return np.array([dz * geom.plane + dy * geom.row + dx for dz, dy, dx in pyramid_offsets()[1]],
-                    np.int64)
+def source_offsets(geom: PaddedGeometry, slope: int = SLOPE) -> np.ndarray:
+    return np.array([dz * geom.plane + dy * geom.row + dx
+                     for dz, dy, dx in pyramid_offsets(slope)[1]], np.int64)
 
 
 def load_paper_net(model: ModelFile) -> QuantLSTMParams:
@@ -76,7 +83,8 @@ def load_paper_net(model: ModelFile) -> QuantLSTMParams:
     except (KeyError, ValueError) as exc:
         raise UnsupportedInputError(f"model '{model.name}' is malformed ({exc})") from None
     if (net.inputs != 1 or net.head_w.shape != (1, net.hidden) or net.head_shift > MAX_HEAD_SHIFT
-            or model.meta.get("seq_len") != SEQ_LEN or model.meta.get("slope") != SLOPE):
+            or model.meta.get("seq_len") != SEQ_LEN or model.meta.get("slope") not in (2, 7)
+            or model.meta.get("lag") != lag_for(model.meta.get("slope"))):
         raise UnsupportedInputError(f"model '{model.name}' does not fit this MedZip-paper coder")
     return net
 
@@ -92,6 +100,8 @@ class PaperPredictor:
         self.model = model
         self.name = model.name
         self.net = load_paper_net(model)
+        self.slope = int(model.meta["slope"])  # the wavefront this model was trained for
+        self.lag = lag_for(self.slope)
         if vol4 is not None:
             lo, hi = int(vol4.min()), int(vol4.max())
         if lo is None or hi is None:
@@ -140,7 +150,7 @@ class _PaperChunk:
         if geom.pad < PaperPredictor.pad or geom.zpad < PaperPredictor.zpad:
             raise ValueError("chunk padding too small for the MedZip-paper neighbourhood")
         self.p = pred
-        self.src = source_offsets(geom)
+        self.src = source_offsets(geom, pred.slope)
         self.row, self.plane, self.vmax = geom.row, geom.plane, vmax
 
     def predict(self, vol, res, flat, zloc):
