@@ -8,6 +8,7 @@ when asked); record a SHA-256 of the original bytes that the decoder checks.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import multiprocessing
 import os
 import struct
@@ -174,20 +175,32 @@ def _encode_job(i):
 
 
 def _decode_job(args):
-    # The container is inherited from the parent (fork), so only the chunk's reference travels
-    # and its bytes are read and CRC-checked here, in parallel and without a parent-side copy.
-    predictor, shape, vmax, ref, label = args
+    # The container and the output array are inherited from the parent (fork; the output is
+    # shared memory), so only the chunk's reference travels in and nothing travels back: the
+    # chunk is read, CRC-checked, decoded and written in place by the worker.
+    predictor, shape, vmax, ref, label, (t, z0) = args
     blob = _JOB["container"].section(ref, label)
     if len(blob) % 4:
         raise CorruptStreamError(f"{label} is truncated")
     words = np.frombuffer(blob, "<u4").astype(np.uint32)
     try:
-        return code_chunk(predictor, chunk_geometry(predictor, shape), vmax, words=words)
+        part = code_chunk(predictor, chunk_geometry(predictor, shape), vmax, words=words)
     except (ValueError, RuntimeError, AssertionError):  # constriction reports exhausted data
         raise CorruptStreamError(f"{label} is corrupted (entropy decoding failed)") from None
+    table, out, vmin = _JOB["table"], _JOB["out"], _JOB["vmin"]
+    for k, plane in enumerate(part):  # slice by slice: int64 temporaries stay small
+        out[t, z0 + k] = (table[plane] if table is not None else plane.astype(np.int64)) + vmin
 
 
-def _run(fn, jobs, workers: int, weights, progress: bool, desc: str):
+def _warm_up(predictor, vmax: int) -> None:
+    """Compile (or load from cache) the predictor's kernels once in the parent, so forked
+    workers share the machine code instead of each building its own copy."""
+    tiny = np.zeros((2, 8, 8), _work_dtype(vmax))
+    tiny[1, 3, 3] = vmax
+    code_chunk(predictor, chunk_geometry(predictor, tiny.shape), vmax, chunk=tiny)
+
+
+def _run(fn, jobs, workers: int, weights, progress: bool, desc: str, predictor=None, vmax=1):
     from tqdm import tqdm
 
     bar = tqdm(total=int(sum(weights)), unit="vox", unit_scale=True, desc=desc,
@@ -199,6 +212,8 @@ def _run(fn, jobs, workers: int, weights, progress: bool, desc: str):
                 out.append(fn(job))
                 bar.update(w)
             return out
+        if predictor is not None:
+            _warm_up(predictor, vmax)
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
             futures = [pool.submit(fn, job) for job in jobs]
@@ -241,7 +256,7 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
         _JOB.update(vol4=mapped, predictor=predictor, vmax=top, chunks=chunks)
         try:
             blobs = _run(_encode_job, list(range(len(chunks))), settings.workers, weights,
-                         settings.progress, "compress")
+                         settings.progress, "compress", predictor, top)
         finally:
             _JOB.clear()
         size = sum(map(len, blobs)) + len(predictor.params())
@@ -338,16 +353,15 @@ def _decode_predictive(container, vh, shape4, dtype, workers, progress, user_mod
     if vmin < info.min or vmin + top > info.max:  # else astype would wrap silently
         raise CorruptStreamError(f"volume values {vmin}..{vmin + top} do not fit {dtype}: "
                                  "data is corrupted")
-    _JOB.update(container=container)
+    nbytes = int(np.prod(shape4)) * dtype.itemsize
+    shared = mmap.mmap(-1, max(nbytes, 1))  # anonymous shared memory: workers write into it
+    out = np.frombuffer(shared, dtype, count=int(np.prod(shape4))).reshape(shape4)
+    _JOB.update(container=container, out=out, table=table, vmin=vmin)
     try:
-        parts = _run(_decode_job, jobs, workers, [p[2] * y_ * x_ for p in places], progress,
-                     "decompress")
+        _run(_decode_job, [job + ((t, z0),) for job, (t, z0, _) in zip(jobs, places)], workers,
+             [p[2] * y_ * x_ for p in places], progress, "decompress", predictor, vmax)
     finally:
         _JOB.clear()
-    out = np.empty(shape4, dtype)
-    for (t, z0, nz), part in zip(places, parts):  # part by part: no full-size int64 copy
-        values = table[part] if table is not None else part.astype(np.int64)
-        out[t, z0:z0 + nz] = values + vmin
     return out
 
 
