@@ -25,13 +25,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..intlstm import C_CLAMP, C_FRAC, LUT_HALF
 from ..predictors import paper as P
 from ..predictors.lstm import MODEL_FORMAT, ModelFile
 from ..scheduling import PaddedGeometry
 from ..volume_codec import chunk_bounds
 from .data import load_volume, mapped_volume
-from .qlstm import QRowLSTM, _ste
+from .qlstm import QRowLSTM
 from .train import split_by_subject
 
 BACKGROUND_KEEP = 0.1  # fraction kept of examples whose inputs and target are all background
@@ -74,12 +73,7 @@ def paper_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class PaperLSTM(QRowLSTM):
-    """QRowLSTM (n_in=1, n_out=1) returning the head on the last step only.
-
-    The step arithmetic is QRowLSTM's; this forward unbinds the precomputed input part once
-    instead of indexing it per step, since indexing a (B, 191, 512) tensor 191 times makes
-    autograd allocate and zero-fill a full-size gradient per step (minutes per batch).
-    """
+    """QRowLSTM (n_in=1, n_out=1) returning the head on the last step only."""
 
     def __init__(self, hidden: int = 128):
         super().__init__(1, hidden, 1)
@@ -93,35 +87,7 @@ class PaperLSTM(QRowLSTM):
             self.head_b.copy_(head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, 1) -> (B,)
-        hid, q = self.hidden, self.quantized
-        w, b = self._qw(self.w, self.b) if q else (self.w, self.b)
-        wh = w[:, 1:].t()
-        xz = (x * w[:, 0] + b).unbind(1)
-        h = x.new_zeros(x.shape[0], hid)
-        c = x.new_zeros(x.shape[0], hid)
-        lim = C_CLAMP / 2 ** C_FRAC
-        for z in xz:
-            z = z + h @ wh
-            if q:
-                z = _ste(z, torch.clamp(torch.round(z * 16), -LUT_HALF, LUT_HALF) / 16)
-            zi, zf, zg, zo = z.split(hid, dim=1)
-            i, f, o, g = torch.sigmoid(zi), torch.sigmoid(zf), torch.sigmoid(zo), torch.tanh(zg)
-            if q:
-                i = _ste(i, torch.round(i * 128) / 128)
-                f = _ste(f, torch.round(f * 128) / 128)
-                o = _ste(o, torch.round(o * 128) / 128)
-                g = _ste(g, torch.clamp(torch.round(g * 128), -127, 127) / 128)
-            c = f * c + i * g
-            if q:
-                c = _ste(c, torch.clamp(torch.round(c * 2 ** C_FRAC) / 2 ** C_FRAC, -lim, lim))
-                kc = torch.clamp(torch.floor(c * 32), -LUT_HALF, LUT_HALF) / 32
-                tq = torch.clamp(torch.round(torch.tanh(kc) * 128), -127, 127) / 128
-                tc = _ste(torch.tanh(c), tq)
-                h = _ste(o * tc, torch.round(o * tc * 128) / 128)
-            else:
-                h = o * torch.tanh(c)
-        hw, hb = self._qw(self.head_w, self.head_b) if q else (self.head_w, self.head_b)
-        return (h @ hw.t() + hb)[:, 0]
+        return self.head(self.hidden_states(x, every_step=False))[:, 0]
 
 
 def _batches(seqs, tgts, batch, steps, rng):

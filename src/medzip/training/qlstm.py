@@ -45,44 +45,52 @@ class QRowLSTM(nn.Module):
         bq = _ste(b, torch.round(b * 2 ** (a + 7)) / 2 ** (a + 7))
         return wq, bq
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, T, n_in) in int8 units / 128. Returns head outputs (B, T, n_out)."""
-        bsz = x.shape[0]
-        hid = self.hidden
+    def hidden_states(self, x: torch.Tensor, every_step: bool = True) -> torch.Tensor:
+        """x: (B, T, n_in) in int8 units / 128 -> h of every step (B, T, H), or the last (B, H)."""
         q = self.quantized
         w, b = self._qw(self.w, self.b) if q else (self.w, self.b)
-        wx, wh = w[:, : self.n_in], w[:, self.n_in:]
-        xz = torch.matmul(x, wx.t()) + b  # input part for all steps at once
-        h = x.new_zeros(bsz, hid)
-        c = x.new_zeros(bsz, hid)
+        wh_t = w[:, self.n_in:].t()
+        xz = torch.matmul(x, w[:, : self.n_in].t()) + b  # input part for all steps at once
+        h = x.new_zeros(x.shape[0], self.hidden)
+        c = x.new_zeros(x.shape[0], self.hidden)
         outs = []
         # unbind, not xz[:, t]: indexing makes autograd zero-fill a (B, T, 4H) tensor per step
         for xz_t in xz.unbind(1):
-            z = xz_t + h @ wh.t()
-            if q:
-                z = _ste(z, torch.clamp(torch.round(z * 16), -LUT_HALF, LUT_HALF) / 16)
-            zi, zf, zg, zo = z.split(hid, dim=1)
-            i, f, o = torch.sigmoid(zi), torch.sigmoid(zf), torch.sigmoid(zo)
-            g = torch.tanh(zg)
-            if q:
-                i = _ste(i, torch.round(i * 128) / 128)
-                f = _ste(f, torch.round(f * 128) / 128)
-                o = _ste(o, torch.round(o * 128) / 128)
-                g = _ste(g, torch.clamp(torch.round(g * 128), -127, 127) / 128)
-            c = f * c + i * g
-            if q:
-                lim = C_CLAMP / 2 ** C_FRAC
-                c = _ste(c, torch.clamp(torch.round(c * 2 ** C_FRAC) / 2 ** C_FRAC, -lim, lim))
-                kc = torch.clamp(torch.floor(c * 32), -LUT_HALF, LUT_HALF) / 32
-                tc = _ste(torch.tanh(c), torch.clamp(torch.round(torch.tanh(kc) * 128), -127, 127) / 128)
-                h = o * tc
-                h = _ste(h, torch.round(h * 128) / 128)
-            else:
-                h = o * torch.tanh(c)
-            outs.append(h)
-        hs = torch.stack(outs, dim=1)
-        hw, hb = self._qw(self.head_w, self.head_b) if q else (self.head_w, self.head_b)
-        return hs @ hw.t() + hb
+            h, c = self._cell(xz_t + h @ wh_t, c)
+            if every_step:
+                outs.append(h)
+        return torch.stack(outs, dim=1) if every_step else h
+
+    def _cell(self, z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One LSTM update from gate pre-activations ``z``, with the integer coder's roundings."""
+        hid, q = self.hidden, self.quantized
+        if q:
+            z = _ste(z, torch.clamp(torch.round(z * 16), -LUT_HALF, LUT_HALF) / 16)
+        zi, zf, zg, zo = z.split(hid, dim=1)
+        i, f, o = torch.sigmoid(zi), torch.sigmoid(zf), torch.sigmoid(zo)
+        g = torch.tanh(zg)
+        if q:
+            i = _ste(i, torch.round(i * 128) / 128)
+            f = _ste(f, torch.round(f * 128) / 128)
+            o = _ste(o, torch.round(o * 128) / 128)
+            g = _ste(g, torch.clamp(torch.round(g * 128), -127, 127) / 128)
+        c = f * c + i * g
+        if not q:
+            return o * torch.tanh(c), c
+        lim = C_CLAMP / 2 ** C_FRAC
+        c = _ste(c, torch.clamp(torch.round(c * 2 ** C_FRAC) / 2 ** C_FRAC, -lim, lim))
+        kc = torch.clamp(torch.floor(c * 32), -LUT_HALF, LUT_HALF) / 32
+        tc = _ste(torch.tanh(c), torch.clamp(torch.round(torch.tanh(kc) * 128), -127, 127) / 128)
+        h = o * tc
+        return _ste(h, torch.round(h * 128) / 128), c
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        hw, hb = self._qw(self.head_w, self.head_b) if self.quantized else (self.head_w, self.head_b)
+        return h @ hw.t() + hb
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, n_in) in int8 units / 128. Returns head outputs (B, T, n_out)."""
+        return self.head(self.hidden_states(x))
 
     # -- export ----------------------------------------------------------------------------------
     def export_arrays(self) -> dict[str, np.ndarray]:
