@@ -342,7 +342,8 @@ def _level_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="medzip", description="Lossless compression of 3-D medical images (.nii, .nii.gz, .npy).",
+        prog="medzip", description="Lossless compression of 3-D medical images: NIfTI (.nii, .nii.gz), .npy, "
+                    "DICOM files or folders, NRRD and MetaImage.",
         epilog="zstd-style shortcuts: medzip FILE (compress), medzip -d FILE.mzp, medzip -t FILE.mzp, "
                "medzip -l FILE.mzp. Exit status: 0 ok, 1 error, 2 usage, 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"medzip {__version__}")
