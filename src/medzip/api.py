@@ -23,11 +23,21 @@ def compress(array, *, level: int | None = None, model: str | None = None,
 
 
 def decompress(data, *, workers: int = 1, progress: bool = False,
-               model: str | None = None) -> np.ndarray:
+               model: str | None = None, slices: tuple[int, int] | None = None) -> np.ndarray:
     """Inverse of :func:`compress`: returns the exact stored integers.
 
-    ``model`` is only needed for streams coded with a user-trained model file.
+    ``model`` is only needed for streams coded with a user-trained model file. ``slices`` =
+    ``(start, stop)`` decodes only those slices of the z axis (of every time point for 4-D),
+    touching just the chunks that hold them; each chunk's CRC-32 is checked, but the volume's
+    SHA-256 only when everything is decoded.
     """
+    if slices is not None:
+        container = Container.parse(data)
+        vols = _volume_headers(container)
+        if len(vols) != 1:
+            raise MedzipError(f"archive holds {len(vols)} volumes; use decompress_payload")
+        return decode_volume(container, vols[0], workers=workers, progress=progress, model=model,
+                             slices=slices)
     payload = decompress_payload(data, workers=workers, progress=progress, model=model)
     if len(payload.volumes) != 1:
         raise MedzipError(f"archive holds {len(payload.volumes)} volumes; use decompress_payload")

@@ -21,7 +21,7 @@ import zstandard
 
 from .container import Container, ContainerWriter
 from .entropy import ResidualCoder
-from .errors import CorruptStreamError, UnsupportedInputError, UnsupportedVersionError
+from .errors import CorruptStreamError, MedzipError, UnsupportedInputError, UnsupportedVersionError
 from .predictors.registry import DEFAULT_LEVEL, LEVELS, fit_candidates, load_predictor, model_for_level
 from .scheduling import PAD, ZPAD, PaddedGeometry, wavefront
 
@@ -280,7 +280,13 @@ _BAD_FIELD = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 
 
 def decode_volume(container: Container, vh: dict, *, workers: int = 1,
-                  progress: bool = False, model: str | None = None) -> np.ndarray:
+                  progress: bool = False, model: str | None = None,
+                  slices: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode one volume, or only slices ``[start, stop)`` of its z axis (3-D / 4-D volumes).
+
+    A slice range decodes just the chunks that cover it; their CRC-32s are checked, but the
+    volume's SHA-256 can only be checked when the whole volume is decoded.
+    """
     try:
         shape = tuple(int(s) for s in vh["shape"])
         dtype = np.dtype(vh["dtype"])
@@ -291,6 +297,14 @@ def decode_volume(container: Container, vh: dict, *, workers: int = 1,
             or len(shape) > 4):
         raise _malformed("volume shape or dtype")
     t_, z_, y_, x_ = _as_4d(shape)
+    if slices is not None:
+        start, stop = (int(v) for v in slices)
+        if len(shape) < 3 or not 0 <= start < stop <= z_:
+            raise MedzipError(f"slice range {start}..{stop} is outside the volume's "
+                              f"{z_ if len(shape) >= 3 else 0} slices")
+        zsel = (start, stop)
+    else:
+        zsel = (0, z_)
     if codec == "empty":
         out = np.zeros(shape, dtype)
     elif codec == "constant":
@@ -301,16 +315,21 @@ def decode_volume(container: Container, vh: dict, *, workers: int = 1,
     elif codec == "predictive":
         if min(t_, z_, y_, x_) < 1:
             raise _malformed("volume shape")
-        out = _decode_predictive(container, vh, (t_, z_, y_, x_), dtype, workers, progress, model)
+        out = _decode_predictive(container, vh, (t_, z_, y_, x_), dtype, workers, progress, model,
+                                 zsel)
+        if slices is not None:
+            return out.reshape(shape[:-3] + out.shape[1:])
         out = out.reshape(shape)
     else:
         raise UnsupportedVersionError(f"volume uses codec '{codec}', unknown to this medzip version")
+    if slices is not None:  # empty / constant: the range of the full (trivial) volume
+        return out.reshape((t_, z_, y_, x_))[:, zsel[0]:zsel[1]].reshape(shape[:-3] + (-1, y_, x_))
     if _sha256(out) != vh.get("sha256"):
         raise CorruptStreamError("decoded volume does not match its SHA-256: data is corrupted")
     return out
 
 
-def _decode_predictive(container, vh, shape4, dtype, workers, progress, user_model):
+def _decode_predictive(container, vh, shape4, dtype, workers, progress, user_model, zsel):
     t_, z_, y_, x_ = shape4
     try:
         vmax, vmin, chunks = int(vh["vmax"]), int(vh["min"]), vh["chunks"]
@@ -353,16 +372,24 @@ def _decode_predictive(container, vh, shape4, dtype, workers, progress, user_mod
     if vmin < info.min or vmin + top > info.max:  # else astype would wrap silently
         raise CorruptStreamError(f"volume values {vmin}..{vmin + top} do not fit {dtype}: "
                                  "data is corrupted")
-    nbytes = int(np.prod(shape4)) * dtype.itemsize
-    shared = mmap.mmap(-1, max(nbytes, 1))  # anonymous shared memory: workers write into it
-    out = np.frombuffer(shared, dtype, count=int(np.prod(shape4))).reshape(shape4)
+    # only the chunks that cover the requested slices; the output starts at the first of them
+    wanted = [i for i, (_, z0, nz) in enumerate(places) if z0 < zsel[1] and z0 + nz > zsel[0]]
+    base = min(places[i][1] for i in wanted)
+    span = max(places[i][1] + places[i][2] for i in wanted) - base
+    out_shape = (t_, span, y_, x_)
+    count_out = int(np.prod(out_shape))
+    shared = mmap.mmap(-1, max(count_out * dtype.itemsize, 1))  # workers write into it
+    out = np.frombuffer(shared, dtype, count=count_out).reshape(out_shape)
     _JOB.update(container=container, out=out, table=table, vmin=vmin)
     try:
-        _run(_decode_job, [job + ((t, z0),) for job, (t, z0, _) in zip(jobs, places)], workers,
-             [p[2] * y_ * x_ for p in places], progress, "decompress", predictor, vmax)
+        _run(_decode_job, [jobs[i] + ((places[i][0], places[i][1] - base),) for i in wanted],
+             workers, [places[i][2] * y_ * x_ for i in wanted], progress, "decompress",
+             predictor, vmax)
     finally:
         _JOB.clear()
-    return out
+    if (base, span) == (0, z_):
+        return out
+    return out[:, zsel[0] - base:zsel[1] - base]
 
 
 def volume_summary(vh: dict) -> dict:
