@@ -154,7 +154,7 @@ def code_chunk(predictor, geom: PaddedGeometry, vmax: int, chunk: np.ndarray | N
         model.update(vol, res, flat, zloc, r)
     if encoding:
         return enc.get_compressed()
-    return geom.extract(vol).copy()
+    return geom.extract(vol)  # a view: callers copy what they keep
 
 
 def chunk_geometry(predictor, shape) -> PaddedGeometry:
