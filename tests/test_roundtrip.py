@@ -105,3 +105,11 @@ def test_slice_range_decodes_only_its_chunks(level):
         medzip.decompress(bytes(damaged))
     with pytest.raises(medzip.MedzipError, match="outside"):
         medzip.decompress(blob, slices=(5, 12))
+
+
+def test_worker_count_is_respected():
+    from medzip.volume_codec import CodecSettings
+
+    assert CodecSettings.make(workers=1).workers == 1
+    assert CodecSettings.make(workers=3).workers == 3
+    assert CodecSettings.make(workers=0).workers >= 1  # 0: all cores

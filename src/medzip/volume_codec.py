@@ -46,7 +46,7 @@ class CodecSettings:
         model_for_level(level)  # validates
         if chunk_slices is not None and int(chunk_slices) < 1:
             raise UnsupportedInputError("chunk size must be at least one slice")
-        workers = os.cpu_count() or 1 if not workers or workers < 1 else int(workers)
+        workers = (os.cpu_count() or 1) if not workers or workers < 1 else int(workers)
         return cls(level, model, None if chunk_slices is None else int(chunk_slices), workers,
                    bool(progress))
 
