@@ -24,10 +24,10 @@ import nibabel as nib
 import numpy as np
 from nibabel.arrayproxy import ArrayProxy
 
-from ..errors import CorruptStreamError, UnsupportedInputError
+from ..errors import UnsupportedInputError
 from .base import Payload
 from .deflate import find_deflate_level, gzip_header_length
-from .npy import (check_int_dtype, check_pieces, codec_view, read_input, sniff, storage_bytes,
+from .npy import (check_int_dtype, check_pieces, codec_view, file_pieces, read_input, sniff,
                   strip_archive_suffix)
 
 _GZ_MAGIC = b"\x1f\x8b"
@@ -143,15 +143,7 @@ class NiftiAdapter:
         return Payload(volumes, members, meta)
 
     def _pieces(self, payload: Payload) -> list:
-        meta = payload.meta
-        try:
-            dtype = np.dtype(meta["dtype"])
-            count = math.prod(int(s) for s in meta["shape"])
-            header = payload.members["nifti_header"]
-        except (KeyError, TypeError, ValueError):
-            raise CorruptStreamError("archive's NIfTI description is incomplete") from None
-        body = storage_bytes(payload, dtype, count, "restored NIfTI")
-        return [header, body, payload.members.get("nifti_trailer", b"")]
+        return file_pieces(payload, "nifti_header", "nifti_trailer", "NIfTI")
 
     def verify(self, payload: Payload) -> None:
         """Rebuild the .nii in memory and check it against the original SHA-256."""

@@ -70,6 +70,19 @@ def storage_bytes(payload: Payload, dtype: np.dtype, count: int, what: str):
     return memoryview(np.ascontiguousarray(vol).astype(dtype, copy=False)).cast("B")
 
 
+def file_pieces(payload: Payload, header_key: str, trailer_key: str, what: str) -> list:
+    """[verbatim header, voxel bytes in the file's layout, verbatim trailer] of a restored file."""
+    meta = payload.meta
+    try:
+        dtype = np.dtype(meta["dtype"])
+        count = math.prod(int(s) for s in meta["shape"])
+        header = payload.members[header_key]
+    except (KeyError, TypeError, ValueError):
+        raise CorruptStreamError(f"archive's {what} description is incomplete") from None
+    body = storage_bytes(payload, dtype, count, f"restored {what}")
+    return [header, body, payload.members.get(trailer_key, b"")]
+
+
 def check_pieces(pieces, sha256: str, size: int, what: str) -> None:
     h = hashlib.sha256()
     total = 0
@@ -144,15 +157,7 @@ class NpyAdapter:
         return Payload(volumes, members, meta)
 
     def _pieces(self, payload: Payload) -> list:
-        meta = payload.meta
-        try:
-            dtype = np.dtype(meta["dtype"])
-            count = math.prod(int(s) for s in meta["shape"])
-            header = payload.members["npy_header"]
-        except (KeyError, TypeError, ValueError):
-            raise CorruptStreamError("archive's .npy description is incomplete") from None
-        body = storage_bytes(payload, dtype, count, "restored .npy")
-        return [header, body, payload.members.get("npy_trailer", b"")]
+        return file_pieces(payload, "npy_header", "npy_trailer", ".npy")
 
     def verify(self, payload: Payload) -> None:
         """Rebuild the file in memory and check it against the original SHA-256."""
