@@ -123,23 +123,27 @@ class _LSChunk:
         bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
 
 
+@numba.njit(cache=True, inline="always")
+def ls_prediction(vol, f, z, off3, c3, off2, c2):
+    """Q12 linear prediction: the 3-D set, or the in-slice set on a chunk's first slice."""
+    if z > 0:
+        acc = c3[c3.size - 1]
+        for k in range(off3.size):
+            acc += c3[k] * vol[f + off3[k]]
+    else:
+        acc = c2[c2.size - 1]
+        for k in range(off2.size):
+            acc += c2[k] * vol[f + off2[k]]
+    return (acc + (1 << (FRAC - 1))) >> FRAC
+
+
 @numba.njit(cache=True)
 def _ls_predict(vol, res, flat, zloc, off3, c3, off2, c2, row, plane, vmax, bc_sum, bc_cnt,
                 mu_out, b_out, ctx_out, corr_out):
-    half = 1 << (FRAC - 1)
     for i in range(flat.size):
         f = flat[i]
-        if zloc[i] > 0:
-            acc = c3[c3.size - 1]
-            for k in range(off3.size):
-                acc += c3[k] * vol[f + off3[k]]
-            pr = abs(res[f - plane])
-        else:
-            acc = c2[c2.size - 1]
-            for k in range(off2.size):
-                acc += c2[k] * vol[f + off2[k]]
-            pr = abs(res[f - 2])
-        mu = (acc + half) >> FRAC
+        mu = ls_prediction(vol, f, zloc[i], off3, c3, off2, c2)
+        pr = abs(res[f - plane]) if zloc[i] > 0 else abs(res[f - 2])
         act = 2 * abs(res[f - 1]) + abs(res[f - row]) + abs(res[f - row - 1]) \
             + abs(res[f - row + 1]) + pr
         # mean |residual| ~ act / 6  ->  bucket = 2*log2(scale) + 4

@@ -27,7 +27,7 @@ from ..intlstm import QuantLSTMParams, cell_update, exact_float32_weights, linea
 from ..intmath import log2_q3
 from ..scheduling import PaddedGeometry
 from .bias import bias_context, bias_correction, bias_update, new_statistics
-from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
+from .ls3d import OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets, ls_prediction
 
 # Feature list is append-only: a model with n inputs reads the first n. (Five more features -
 # the in-slice LS prediction and previous-slice LS residuals - were tried and bought nothing.)
@@ -188,19 +188,6 @@ class _LSTMChunk:
         res[flat] = vol[flat] - self._mu_ls
         if self.p.bias_cancel:
             bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
-
-
-@numba.njit(cache=True, inline="always")
-def ls_prediction(vol, f, z, off3, c3, off2, c2):
-    if z > 0:
-        acc = c3[c3.size - 1]
-        for k in range(off3.size):
-            acc += c3[k] * vol[f + off3[k]]
-    else:
-        acc = c2[c2.size - 1]
-        for k in range(off2.size):
-            acc += c2[k] * vol[f + off2[k]]
-    return (acc + (1 << (FRAC - 1))) >> FRAC
 
 
 @numba.njit(cache=True, inline="always")

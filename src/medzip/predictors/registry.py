@@ -27,14 +27,14 @@ def fit_candidates(model: str, vol4: np.ndarray, level: int) -> list:
     Levels >= 7 encode a row-LSTM model with and without its bias canceller and also with
     ls3d, keeping the smallest stream (slower encoding; decoding runs only the winner).
     """
-    ls = LS3DPredictor.fit(vol4)
-    if model == "ls3d":
-        return [(ls, {"name": "ls3d"})]
-    mf = load_model(model)
-    if mf.meta["kind"] == "paper":
+    mf = None if model == "ls3d" else load_model(model)
+    if mf is not None and mf.meta["kind"] == "paper":  # needs no least-squares front end
         from .paper import PaperPredictor
         pred = PaperPredictor(mf, vol4)
         return [(pred, pred.header_entry())]
+    ls = LS3DPredictor.fit(vol4)
+    if mf is None:
+        return [(ls, {"name": "ls3d"})]
     first = LSTMPredictor(mf, ls)
     out = [(first, first.header_entry())]
     if level >= SEARCH_LEVEL:

@@ -14,7 +14,7 @@ from ..formats.base import adapter_for_path
 from ..predictors.ls3d import OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
 from ..predictors.lstm import N_FEATURES, volume_features
 from ..scheduling import PaddedGeometry
-from ..volume_codec import _work_dtype, chunk_bounds, map_values
+from ..volume_codec import chunk_bounds, map_values
 
 
 @dataclass
@@ -43,7 +43,7 @@ def volume_rows(name: str, arr: np.ndarray, max_rows: int, rng: np.random.Genera
     if vol4.max() == 0 or vol4.shape[3] < 4:
         return None
     vmax = int(vol4.max())
-    ls = LS3DPredictor.fit(vol4.astype(_work_dtype(vmax)))
+    ls = LS3DPredictor.fit(vol4)  # already in the coder's working dtype
     feats, es, us = [], [], []
     t_all = range(vol4.shape[0])
     if len(t_all) > 4:  # 4-D series: a few time points are plenty
