@@ -152,7 +152,7 @@ def _temp_prefix(dst: Path) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name != "posix":  # Windows' os.kill(pid, 0) would signal it
         return True
     try:
         os.kill(pid, 0)
@@ -648,8 +648,8 @@ def decompress_to_stream(data, stream, *, workers: int = 0, progress: bool = Fal
         target = Path(tmp) / adapter.default_output(payload, base).name
         written = adapter.write(payload, target)
         if len(written) != 1 or not Path(written[0]).is_file():
-            raise MedzipError(f"{name}: archive restores {len(written)} files; "
-                              "use -o FOLDER instead of stdout")
+            raise MedzipError(f"{name}: archive restores {len(written)} files, which cannot go to "
+                              "one stream; restore it to a folder instead")
         total = 0
         with open(written[0], "rb") as f:
             while chunk := f.read(1 << 20):
