@@ -357,33 +357,43 @@ def decode_volume(container: Container, vh: dict, *, workers: int = 1,
     if not isinstance(vh, dict):
         raise _malformed("volume entry")
     shape, dtype = _volume_shape(vh)
-    codec = vh.get("codec")
     zsel = _zrange(slices, shape)
-    shape4 = _as_4d(shape)
-    sel4 = shape4 if zsel is None else (shape4[0], zsel[1] - zsel[0]) + shape4[2:]
-    out_shape = shape if zsel is None else shape[:-3] + sel4[1:]
-    _check_memory(math.prod(sel4) * dtype.itemsize)
-    if codec == "empty":
-        if math.prod(shape):
-            raise _malformed("empty volume with voxels")
-        out = np.zeros(out_shape, dtype)
-    elif codec == "constant":
-        info = np.iinfo(dtype)
-        out = np.full(out_shape, _field_int(vh.get("min"), "constant value", info.min, info.max),
-                      dtype=dtype)
-    elif codec == "predictive":
-        if min(shape4) < 1:
-            raise _malformed("volume shape")
-        out = _decode_predictive(container, vh, shape4, dtype, workers, progress, model,
-                                 zsel or (0, shape4[1])).reshape(out_shape)
-    elif isinstance(codec, str):
-        raise UnsupportedVersionError(f"volume uses codec '{codec[:40]}', unknown to this "
-                                      "medzip version")
-    else:
-        raise _malformed("volume codec")
+    out_shape = shape if zsel is None else shape[:-3] + (zsel[1] - zsel[0],) + shape[-2:]
+    _check_memory(math.prod(out_shape) * dtype.itemsize)
+    try:
+        out = _decode_codec(container, vh, shape, dtype, zsel, workers, progress, model)
+    except MemoryError:
+        raise MedzipError(f"not enough memory to decode a {math.prod(out_shape)}-voxel "
+                          f"{dtype.name} volume") from None
+    out = out.reshape(out_shape)
     if zsel is None:
         _check_digest(out, vh, binding=container.version >= (1, 1))
     return out
+
+
+def _decode_codec(container, vh, shape, dtype, zsel, workers, progress, model) -> np.ndarray:
+    """The voxels as (t, z, y, x) (only slices ``zsel`` when given)."""
+    t_, z_, y_, x_ = _as_4d(shape)
+    zsel = zsel or (0, z_)
+    out4 = (t_, zsel[1] - zsel[0], y_, x_)
+    codec = vh.get("codec")
+    if codec == "empty":
+        if math.prod(shape):
+            raise _malformed("empty volume with voxels")
+        return np.zeros(out4, dtype)
+    if codec == "constant":
+        info = np.iinfo(dtype)
+        return np.full(out4, _field_int(vh.get("min"), "constant value", info.min, info.max),
+                       dtype=dtype)
+    if codec == "predictive":
+        if min(t_, z_, y_, x_) < 1:
+            raise _malformed("volume shape")
+        return _decode_predictive(container, vh, (t_, z_, y_, x_), dtype, workers, progress,
+                                  model, zsel)
+    if isinstance(codec, str):
+        raise UnsupportedVersionError(f"volume uses codec '{codec[:40]}', unknown to this "
+                                      "medzip version")
+    raise _malformed("volume codec")
 
 
 def _check_memory(nbytes: int) -> None:
