@@ -16,7 +16,7 @@ import pytest
 
 import medzip
 from medzip.container import Container
-from medzip.predictors.lstm import builtin_model
+from medzip.predictors.models import builtin_model
 
 from conftest import GOLDEN, comparable_header
 

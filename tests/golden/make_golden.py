@@ -89,7 +89,7 @@ def main() -> int:
     if args.set == "lstm":
         # One generation per model version: files of earlier models stay, so every shipped
         # model keeps a decode test; names carry the model's SHA-256 prefix.
-        from medzip.predictors.lstm import builtin_model
+        from medzip.predictors.models import builtin_model
         tag = builtin_model("medzip-lstm").sha256[:12]
         if manifest_path.exists():
             entries = json.loads(manifest_path.read_text())["volumes"]
