@@ -38,6 +38,7 @@ from .container import MAGIC, Container
 from .errors import CorruptStreamError, MedzipError, UnsupportedInputError
 from .formats.base import (ARCHIVE_SUFFIX, TEMP_SUFFIX, Payload, adapter_by_name,
                            adapter_for_path, adapters, strip_archive_suffix)
+from .parallel import resolve_workers
 
 DEMO_SAMPLE = "S0_10slices.nii.gz"
 
@@ -60,16 +61,6 @@ class OutputExistsError(MedzipError):
 def demo_sample_path() -> Path:
     """The bundled real MR sample (dipy b0, BSD-3-Clause; see medzip/data/README.md)."""
     return Path(str(resources.files("medzip") / "data" / DEMO_SAMPLE))
-
-
-def resolve_workers(workers: int | None) -> int:
-    """``0``/``None`` means every core this process may use."""
-    if workers and workers > 0:
-        return int(workers)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def archive_name(src) -> str:
@@ -539,48 +530,42 @@ def _outputs(adapter, meta: dict, out: Path) -> list[Path]:
     return adapter.outputs(meta, out) if hasattr(adapter, "outputs") else [out]
 
 
-def _decode(data, label, workers: int, progress: bool, model: str | None = None):
+def _open(data, label) -> api.Archive:
+    """The archive parsed once (header validated); every later step reuses it."""
     with _named(label):
-        payload = api.decompress_payload(data, workers=resolve_workers(workers), progress=progress,
-                                         model=model)
+        return api.Archive(data)
+
+
+def _decode(archive: api.Archive, label, workers: int, progress: bool, model: str | None = None):
+    with _named(label):
+        payload = archive.payload(workers=resolve_workers(workers), progress=progress, model=model)
         return _adapter_for(payload.meta), payload
 
 
-def _header_source(data) -> dict | None:
-    """The archive's ``source`` description from its header alone (no voxels decoded), or None
-    when the header is damaged (the full decode then reports that properly)."""
-    try:
-        source = Container.parse(data).header.get("source")
-    except MedzipError:
-        return None
-    return source if isinstance(source, dict) else {"format": "array"}
-
-
-def _resolve_output(data, archive: Path, dst, output_dir, force: bool) -> tuple[Path | None, object]:
-    """(output, adapter) known from the header, every output checked before decoding; output
-    None when the header cannot tell (damaged: the decode fails anyway)."""
-    meta = _header_source(data)
-    if meta is None:
-        return None, None
-    adapter = _adapter_for(meta)
-    if dst is None:
-        out = adapter.default_output(Payload([], {}, meta), archive)
-        if output_dir is not None:
-            out = Path(output_dir) / out.name
-    else:
-        out = Path(dst)
+def _resolve_output(archive: api.Archive, path: Path, dst, output_dir, force: bool) -> Path:
+    """The output, from the header alone, with every output of the restore checked before
+    anything is decoded (``path``: the archive's file, for the default name)."""
+    meta = archive.source
+    with _named(path):
+        adapter = _adapter_for(meta)
+        if dst is None:
+            out = adapter.default_output(Payload([], {}, meta), path)
+            if output_dir is not None:
+                out = Path(output_dir) / out.name
+        else:
+            out = Path(dst)
     with _named(out):
-        _check_outputs(_outputs(adapter, meta, out), force, archive)
-    return out, adapter
+        _check_outputs(_outputs(adapter, meta, out), force, path)
+    return out
 
 
 def decompress_bytes(data, dst, *, workers: int = 0, force: bool = False,
                      progress: bool = False, name: str = "<stdin>",
                      model: str | None = None) -> list[Path]:
     """Restore an in-memory archive to ``dst``; returns the written paths."""
-    dst = Path(dst)
-    _resolve_output(data, Path(name), dst, None, force)
-    adapter, payload = _decode(data, name, workers, progress, model)
+    archive = _open(data, name)
+    dst = _resolve_output(archive, Path(name), Path(dst), None, force)
+    adapter, payload = _decode(archive, name, workers, progress, model)
     return _restore(adapter, payload, dst, force)
 
 
@@ -628,10 +613,9 @@ def decompress_file(src, dst=None, *, workers: int = 0, force: bool = False,
     src = Path(src)
     with _named(src):
         attrs = os.stat(src) if os.path.lexists(src) else None
-    data = read_input(src)
-    out, _ = _resolve_output(data, src, dst, output_dir, force)
-    adapter, payload = _decode(data, src, workers, progress, model)
-    assert out is not None  # None only for a damaged header, which _decode has just refused
+    archive = _open(read_input(src), src)
+    out = _resolve_output(archive, src, dst, output_dir, force)
+    adapter, payload = _decode(archive, src, workers, progress, model)
     written = _restore(adapter, payload, out, force, src, attrs)
     if remove_source:
         with _named(src):
@@ -642,7 +626,7 @@ def decompress_file(src, dst=None, *, workers: int = 0, force: bool = False,
 def decompress_to_stream(data, stream, *, workers: int = 0, progress: bool = False,
                          name: str = "<stdin>", model: str | None = None) -> int:
     """Restore a single-file archive and copy its bytes to a binary ``stream``."""
-    adapter, payload = _decode(data, name, workers, progress, model)
+    adapter, payload = _decode(_open(data, name), name, workers, progress, model)
     with tempfile.TemporaryDirectory(prefix="medzip-") as tmp, _named(name):
         base = Path("stdin.mzp") if name == "<stdin>" else Path(name)  # '<' is not portable
         target = Path(tmp) / adapter.default_output(payload, base).name
@@ -665,11 +649,12 @@ def test_bytes(data, *, workers: int = 0, progress: bool = False, name: str = "<
                model: str | None = None) -> dict:
     """Decode everything and check every checksum, including the restored file's SHA-256 and
     the names a restore would write, without writing anything."""
-    adapter, payload = _decode(data, name, workers, progress, model)
+    archive = _open(data, name)
+    adapter, payload = _decode(archive, name, workers, progress, model)
     with _named(name):
         adapter.verify(payload)
         _outputs(adapter, payload.meta, adapter.default_output(payload, Path(str(name))))
-        return {"path": str(name), "ok": True, **api.inspect(data)}
+        return {"path": str(name), "ok": True, **archive.info()}
 
 
 def test_file(path, workers: int = 0, progress: bool = False, model: str | None = None) -> dict:
@@ -718,11 +703,12 @@ def info_bytes(data, *, name: str = "<stdin>") -> dict:
     Nothing is decoded, so the archive is not verified (``medzip test`` does that), but section
     bounds are checked: ``complete`` is False, with ``missing_sections`` and ``needed_bytes``,
     when the header lists data beyond the end of the file (a truncated archive)."""
+    archive = _open(data, name)
     with _named(name):
-        info = {"path": str(name), **api.inspect(data)}
-        sections, missing, needed = _section_bounds(Container.parse(data))
-    info.update(verified=False, complete=missing == 0, sections=sections,
-                missing_sections=missing, needed_bytes=needed)
+        info = {"path": str(name), **archive.info()}
+    sections, missing, needed = _section_bounds(archive.container)
+    info.update(verified=False, complete=bool(info.get("complete", True)) and missing == 0,
+                sections=sections, missing_sections=missing, needed_bytes=needed)
     meta = info.get("source") or {}
     try:
         adapter = _adapter_for(meta)
