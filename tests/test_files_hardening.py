@@ -98,6 +98,7 @@ def test_input_changed_during_compression_is_refused(capsys, npy, monkeypatch, v
     monkeypatch.setattr(files.api, "compress_payload", then_edited)
     rc, _, err = run(capsys, "compress", "-1", "-T", "1", *(["--verify"] if verify else []), npy)
     assert rc == 1 and "changed while it was being compressed" in err, err
+    assert err.startswith(f"medzip: {npy}: changed") and ".mzp" not in err, err
     assert not npy.with_name("scan.npy.mzp").exists() and leftovers(npy.parent) == []
 
 

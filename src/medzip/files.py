@@ -218,7 +218,7 @@ def _stamp(path: Path, digest: bool | None = None) -> tuple:
     st = os.stat(path)
     if digest is None:
         now = time.time_ns()
-        digest = now - max(st.st_mtime_ns, st.st_ctime_ns) < _RACY_NS
+        digest = stat.S_ISREG(st.st_mode) and now - max(st.st_mtime_ns, st.st_ctime_ns) < _RACY_NS
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev,
             _sha256_file(path) if digest else None)
 
@@ -229,7 +229,7 @@ def _input_files(src: Path) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(src):
         dirnames.sort()
-        out.extend(Path(dirpath) / n for n in sorted(filenames))
+        out.extend(p for p in (Path(dirpath) / n for n in sorted(filenames)) if p.is_file())
     return out
 
 
@@ -422,6 +422,14 @@ def _source_files(adapter, src: Path, payload: Payload) -> list[Path]:
     return _input_files(src)
 
 
+class _InputChanged(Exception):
+    """Carries the input-changed error past the archive-naming ``_named(dst)``."""
+
+    def __init__(self, error: MedzipError):
+        super().__init__(str(error))
+        self.error = error
+
+
 @dataclass
 class CompressReport:
     """What :func:`compress_file_report` did: the archive, its header summary
@@ -480,11 +488,16 @@ def compress_file_report(src, dst=None, *, level: int | None = None, model: str 
         if verify or remove_source:
             with _named(dst):
                 _verify_archive(tmp, payload, adapter, workers, progress, model)
-        with _named(src):
+        try:
             snapshot.check_unchanged()  # last thing before the archive becomes visible
+        except MedzipError as exc:
+            raise _InputChanged(exc) from None  # names the input, not the archive
 
-    with _named(dst):
-        _write_atomic(data, dst, force, check, attrs)
+    try:
+        with _named(dst):
+            _write_atomic(data, dst, force, check, attrs)
+    except _InputChanged as changed:
+        raise changed.error from None
     if remove_source:
         for path in sources:
             with _named(path):
@@ -633,7 +646,7 @@ def decompress_to_stream(data, stream, *, workers: int = 0, progress: bool = Fal
         written = adapter.write(payload, target)
         if len(written) != 1 or not Path(written[0]).is_file():
             raise MedzipError(f"{name}: archive restores {len(written)} files, which cannot go to "
-                              "one stream; restore it to a folder instead")
+                              "one stream; restore it to files instead")
         total = 0
         with open(written[0], "rb") as f:
             while chunk := f.read(1 << 20):
