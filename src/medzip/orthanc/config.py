@@ -22,7 +22,7 @@ PLUGIN_LIBRARY = "libOrthancPython.so"
 _PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc", "/usr/local/share/orthanc/plugins",
                 "/usr/local/lib/orthanc")
 #: The calling AET, host and port of the one modality allowed to C-STORE by default.
-LOCAL_MODALITY = ("MEDZIP", "127.0.0.1", 104)
+LOCAL_MODALITY = ("MEDZIPSCU", "127.0.0.1", 104)
 
 
 def find_python_plugin() -> Path:

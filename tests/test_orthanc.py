@@ -1,0 +1,328 @@
+"""A real Orthanc on 127.0.0.1, configured only by ``medzip orthanc config``, storing real CT and
+MR instances through the medzip storage area (REST and C-STORE), serving them back byte for byte,
+rendering previews, surviving a restart, deleting, and refusing to serve a damaged file.
+
+Orthanc and its Python plugin come from apt (``.ci/run`` installs them when missing).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import orthanc_data
+from medzip.errors import CorruptStreamError, MedzipError
+from medzip.orthanc import storage
+from medzip.orthanc.config import find_python_plugin
+
+ORTHANC = shutil.which("Orthanc")
+try:
+    PLUGIN = find_python_plugin()
+except MedzipError:
+    PLUGIN = None
+needs_orthanc = pytest.mark.skipif(
+    ORTHANC is None or PLUGIN is None,
+    reason="Orthanc or orthanc-python is not installed and could not be installed with apt "
+           "(.ci/run runs 'apt-get install -y orthanc orthanc-python' when Orthanc is missing)")
+STARTUP_S = 90
+CT_SLICES = 12  # of the shared CT series; the benchmark stores all of them
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def medzip_config(storage_dir: Path, out: Path, *extra: str) -> tuple[int, int]:
+    http, dicom = free_port(), free_port()
+    subprocess.run([sys.executable, "-m", "medzip.cli", "orthanc", "config", str(storage_dir),
+                    "--http-port", str(http), "--dicom-port", str(dicom), "-o", str(out), *extra],
+                   check=True, timeout=120)
+    return http, dicom
+
+
+class Orthanc:
+    """One Orthanc process; stopped by its pid."""
+
+    def __init__(self, config: Path, log: Path):
+        self.config, self.log = config, log
+        cfg = json.loads(config.read_text())
+        self.url = f"http://127.0.0.1:{cfg['HttpPort']}"
+        self.dicom_port = cfg["DicomPort"]
+        self.proc = None
+
+    def start(self) -> "Orthanc":
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([ORTHANC, str(self.config)], stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=self.config.parent)
+        deadline = time.monotonic() + STARTUP_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"Orthanc exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if self.get("/system")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        pytest.fail(f"Orthanc did not answer /system within {STARTUP_S} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        return self.request("GET", path)
+
+    def json(self, path: str):
+        status, body = self.get(path)
+        assert status == 200, (path, status, body[:300])
+        return json.loads(body)
+
+    def md5(self, instance: str) -> str:
+        """The MD5 Orthanc recorded for the DICOM attachment before the storage area saw it."""
+        status, body = self.get(f"/instances/{instance}/attachments/dicom/md5")
+        assert status == 200, body[:300]
+        return body.decode().strip()
+
+    def upload(self, data: bytes) -> str:
+        status, body = self.request("POST", "/instances", data)
+        assert status == 200, (status, body[:300], self.log_tail())
+        return json.loads(body)["ID"]
+
+    def attachment_file(self, storage_dir: Path, instance: str) -> Path:
+        uuid = self.json(f"/instances/{instance}/attachments/dicom/info")["Uuid"]
+        return storage.attachment_path(storage_dir, uuid)
+
+
+def c_store(port: int, paths: list[Path], calling: str = "MEDZIPSCU") -> list[int]:
+    """C-STORE every file in one association; returns the DIMSE status of each (-1: refused)."""
+    import pydicom
+    from pynetdicom import AE
+
+    datasets = [pydicom.dcmread(p) for p in paths]
+    ae = AE(ae_title=calling)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+    for pair in dict.fromkeys((str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID)) for d in datasets):
+        ae.add_requested_context(pair[0], pair[1])
+    assoc = ae.associate("127.0.0.1", port, ae_title="MEDZIP")
+    if not assoc.is_established:
+        return [-1] * len(datasets)
+    try:
+        out = []
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            out.append(int(status.Status) if "Status" in status else -1)
+        return out
+    finally:
+        assoc.release()
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+# -- the storage envelope, without Orthanc --------------------------------------------------------
+def test_uuid_is_validated_before_any_path(tmp_path):
+    for bad in ["../../etc/passwd", "/abs", "a" * 36, "0123456789ab-cdef-0123-4567-89abcdef0123",
+                "01234567-89ab-cdef-0123-456789abcdef\n", "01234567-89AB-cdef-0123-456789abcdef"]:
+        with pytest.raises(MedzipError):
+            storage.attachment_path(tmp_path, bad)
+    ok = "01234567-89ab-cdef-0123-456789abcdef"
+    assert storage.attachment_path(tmp_path, ok) == tmp_path / "01" / "23" / ok
+
+
+def test_envelope_kinds_and_damage(tmp_path):
+    ct = orthanc_data.ct_series(tmp_path / "ct", slices=2)[0].read_bytes()
+    compressed = [p for p in orthanc_data.mr_instances() if "rle" in p.name.lower()][0].read_bytes()
+    text = json.dumps({"tags": list(range(500))}).encode()
+    noise = b"".join(hashlib.sha256(bytes([i])).digest() for i in range(8))
+    for data, kind in [(ct, storage.KIND_MEDZIP), (compressed, None), (text, storage.KIND_ZSTD),
+                       (noise, storage.KIND_RAW)]:
+        blob = storage.encode(data, level=1, dicom=data is not text)
+        if kind is not None:
+            assert blob[9:10] == kind
+        else:
+            assert blob[9:10] != storage.KIND_MEDZIP  # RLE: kept as it is, not coded as pixels
+        assert storage.decode(blob) == data
+        for pos in (3, 11, len(blob) // 2, len(blob) - 1):
+            damaged = bytearray(blob)
+            damaged[pos] ^= 0x10
+            with pytest.raises(CorruptStreamError):
+                storage.decode(bytes(damaged))
+        with pytest.raises(CorruptStreamError):
+            storage.decode(blob[:-7])
+
+
+# -- a real Orthanc -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if ORTHANC is None or PLUGIN is None:
+        pytest.skip(needs_orthanc.kwargs["reason"])
+    root = tmp_path_factory.mktemp("orthanc")
+    storage_dir = root / "storage"
+    medzip_config(storage_dir, root / "config.json")
+    srv = Orthanc(root / "config.json", root / "orthanc.log").start()
+    srv.storage_dir = storage_dir
+    srv.uploaded = {}  # instance id -> (original bytes or None for C-STORE, path)
+    yield srv
+    srv.stop()
+
+
+@needs_orthanc
+def test_config_is_safe_by_default(tmp_path):
+    cfg_path = tmp_path / "config.json"
+    medzip_config(tmp_path / "storage", cfg_path, "--level", "3")
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["RemoteAccessAllowed"] is False and cfg["DicomAlwaysAllowStore"] is False
+    assert cfg["DicomCheckModalityHost"] is True
+    assert all(m[1] == "127.0.0.1" for m in cfg["DicomModalities"].values())
+    assert cfg["StorageCompression"] is False and cfg["Medzip"]["Level"] == 3
+    assert Path(cfg["PythonScript"]).is_file() and Path(cfg["Plugins"][0]).is_file()
+    assert not (tmp_path / "storage").exists()  # printing a configuration creates nothing
+
+
+@needs_orthanc
+def test_upload_rest_and_cstore_read_back_identical(server, tmp_path_factory):
+    ct = orthanc_data.ct_series(tmp_path_factory.mktemp("ct"), slices=CT_SLICES)
+    mr = orthanc_data.mr_instances()
+    rest, dimse = ct[: len(ct) // 2] + mr[:-1], ct[len(ct) // 2:] + mr[-1:]
+    for p in rest:
+        data = p.read_bytes()
+        server.uploaded[server.upload(data)] = (data, p)
+    before = set(server.json("/instances"))
+    assert c_store(server.dicom_port, dimse) == [0] * len(dimse), server.log_tail()
+    stored_by_dimse = set(server.json("/instances")) - before
+    assert len(stored_by_dimse) == len(dimse)
+    for i in stored_by_dimse:
+        server.uploaded[i] = (None, None)
+
+    coded = 0
+    for instance, (original, path) in server.uploaded.items():
+        status, served = server.get(f"/instances/{instance}/file")
+        assert status == 200
+        if original is not None:  # REST keeps the uploaded file as it is
+            assert served == original, path
+        # C-STORE: Orthanc writes its own file; its MD5, recorded before the storage area saw
+        # the bytes, must match what the storage area gives back
+        assert md5(served) == server.md5(instance)
+        head = server.attachment_file(server.storage_dir, instance).read_bytes()[:10]
+        assert storage.is_envelope(head)
+        coded += head[9:10] == storage.KIND_MEDZIP
+    assert coded >= len(ct)  # every native CT slice went through medzip's DICOM adapter
+
+
+@needs_orthanc
+def test_preview_decodes_through_the_plugin(server):
+    ids = list(server.uploaded)
+    for instance in (ids[0], ids[-1]):  # a CT slice (REST) and a C-STORE'd instance
+        status, png = server.get(f"/instances/{instance}/preview")
+        assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_orthanc
+def test_unknown_modality_cannot_store(server):
+    path = next(p for _, p in server.uploaded.values() if p is not None)
+    count = len(server.json("/instances"))
+    assert c_store(server.dicom_port, [path], calling="STRANGER") != [0]
+    assert len(server.json("/instances")) == count
+
+
+@needs_orthanc
+def test_delete_restart_and_read_again(server):
+    victim = next(iter(server.uploaded))
+    victim_file = server.attachment_file(server.storage_dir, victim)
+    assert server.request("DELETE", f"/instances/{victim}")[0] == 200
+    assert not victim_file.exists()
+    del server.uploaded[victim]
+    server.stop()
+    server.start()
+    assert set(server.json("/instances")) == set(server.uploaded)
+    for instance, (original, _) in server.uploaded.items():
+        status, served = server.get(f"/instances/{instance}/file")
+        assert status == 200
+        assert md5(served) == server.md5(instance)
+        if original is not None:
+            assert served == original
+
+
+@needs_orthanc
+def test_corrupted_file_is_an_error_not_other_bytes(server):
+    instance = next(i for i, (orig, _) in server.uploaded.items() if orig is not None)
+    path = server.attachment_file(server.storage_dir, instance)
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) * 2 // 3] ^= 0x01
+    path.write_bytes(bytes(blob))
+    server.stop()  # Orthanc keeps recently read files in memory: start without that cache
+    server.start()
+    status, body = server.get(f"/instances/{instance}/file")
+    assert status >= 400, "a damaged attachment was served"
+    assert "corrupt" in server.log_tail().lower()
+    path.unlink()
+    assert server.get(f"/instances/{instance}/file")[0] >= 400
+
+
+@needs_orthanc
+def test_migrate_plain_orthanc_storage(tmp_path):
+    """A storage folder written by a plain Orthanc becomes medzip's, in place and resumable."""
+    storage_dir = tmp_path / "storage"
+    config = tmp_path / "config.json"
+    medzip_config(storage_dir, config)
+    cfg = json.loads(config.read_text())
+    plain = {k: v for k, v in cfg.items() if k not in ("Plugins", "PythonScript", "Medzip")}
+    plain_config = tmp_path / "plain.json"
+    plain_config.write_text(json.dumps(plain))
+    files = orthanc_data.ct_series(tmp_path / "ct", slices=3) + orthanc_data.mr_instances()[:2]
+    srv = Orthanc(plain_config, tmp_path / "plain.log").start()
+    try:
+        ids = {srv.upload(p.read_bytes()): p.read_bytes() for p in files}
+    finally:
+        srv.stop()
+    before = sum(f.stat().st_size for f in storage_dir.glob("*/*/*"))
+    stale = storage_dir / "00" / "00"
+    stale.mkdir(parents=True, exist_ok=True)
+    (stale / f".x{storage.TMP_SUFFIX}").write_bytes(b"interrupted")  # a crashed earlier run
+    cmd = [sys.executable, "-m", "medzip.cli", "orthanc", "migrate", str(storage_dir), "--level", "1"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "1 stale" in first.stdout
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "converted 0 file(s)" in again.stdout  # resumable: nothing left
+    attachments = [f for f in storage_dir.glob("*/*/*") if storage.valid_uuid(f.name)]
+    assert attachments and all(storage.is_envelope(f.read_bytes()[:8]) for f in attachments)
+    assert sum(f.stat().st_size for f in attachments) < before
+    srv = Orthanc(config, tmp_path / "medzip.log").start()
+    try:
+        for instance, original in ids.items():
+            assert srv.get(f"/instances/{instance}/file") == (200, original)
+    finally:
+        srv.stop()
