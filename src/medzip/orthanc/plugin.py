@@ -20,6 +20,14 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 _SETTINGS = json.loads(orthanc.GetConfiguration()).get("Medzip") or {}
+_WANTED = ".".join(str(_SETTINGS.get("Python", "")).split(".")[:2])
+if _WANTED and _WANTED != "%d.%d" % sys.version_info[:2]:
+    # compiled dependencies (numpy, numba, ...) of another minor version would crash or misbehave
+    _MSG = (f"medzip plugin: the configuration records Python {_WANTED} packages but Orthanc embeds "
+            f"Python {sys.version.split()[0]}: run 'medzip orthanc config' from a Python "
+            f"{sys.version_info[0]}.{sys.version_info[1]} environment")
+    orthanc.LogError(_MSG)
+    raise RuntimeError(_MSG)
 for _path in _SETTINGS.get("PythonPath") or []:
     if os.path.isdir(_path):
         site.addsitedir(_path)  # also runs .pth files (editable installs live there)
