@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+import pydicom
 import pytest
 
-import orthanc_data
+import orthanc_support
+from orthanc_support import ORTHANC, Orthanc, c_store, medzip_config
 from medzip.errors import CorruptStreamError, MedzipError
 from medzip.orthanc import storage
 from medzip.orthanc.config import find_python_plugin
 
-ORTHANC = shutil.which("Orthanc")
 try:
     PLUGIN = find_python_plugin()
 except MedzipError:
@@ -33,118 +29,7 @@ needs_orthanc = pytest.mark.skipif(
     ORTHANC is None or PLUGIN is None,
     reason="Orthanc or orthanc-python is not installed and could not be installed with apt "
            "(.ci/run runs 'apt-get install -y orthanc orthanc-python' when Orthanc is missing)")
-STARTUP_S = 90
 CT_SLICES = 12  # of the shared CT series; the benchmark stores all of them
-
-
-# -- helpers ------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def medzip_config(storage_dir: Path, out: Path, *extra: str) -> tuple[int, int]:
-    http, dicom = free_port(), free_port()
-    subprocess.run([sys.executable, "-m", "medzip.cli", "orthanc", "config", str(storage_dir),
-                    "--http-port", str(http), "--dicom-port", str(dicom), "-o", str(out), *extra],
-                   check=True, timeout=120)
-    return http, dicom
-
-
-class Orthanc:
-    """One Orthanc process; stopped by its pid."""
-
-    def __init__(self, config: Path, log: Path):
-        self.config, self.log = config, log
-        cfg = json.loads(config.read_text())
-        self.url = f"http://127.0.0.1:{cfg['HttpPort']}"
-        self.dicom_port = cfg["DicomPort"]
-        self.proc = None
-
-    def start(self) -> "Orthanc":
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([ORTHANC, str(self.config)], stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=self.config.parent)
-        deadline = time.monotonic() + STARTUP_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"Orthanc exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if self.get("/system")[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        pytest.fail(f"Orthanc did not answer /system within {STARTUP_S} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
-    def log_tail(self, n: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-n:]
-
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.url + path, data=body, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=120) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        return self.request("GET", path)
-
-    def json(self, path: str):
-        status, body = self.get(path)
-        assert status == 200, (path, status, body[:300])
-        return json.loads(body)
-
-    def md5(self, instance: str) -> str:
-        """The MD5 Orthanc recorded for the DICOM attachment before the storage area saw it."""
-        status, body = self.get(f"/instances/{instance}/attachments/dicom/md5")
-        assert status == 200, body[:300]
-        return body.decode().strip()
-
-    def upload(self, data: bytes) -> str:
-        status, body = self.request("POST", "/instances", data)
-        assert status == 200, (status, body[:300], self.log_tail())
-        return json.loads(body)["ID"]
-
-    def attachment_file(self, storage_dir: Path, instance: str) -> Path:
-        uuid = self.json(f"/instances/{instance}/attachments/dicom/info")["Uuid"]
-        return storage.attachment_path(storage_dir, uuid)
-
-
-def c_store(port: int, paths: list[Path], calling: str = "MEDZIPSCU") -> list[int]:
-    """C-STORE every file in one association; returns the DIMSE status of each (-1: refused)."""
-    import pydicom
-    from pynetdicom import AE
-
-    datasets = [pydicom.dcmread(p) for p in paths]
-    ae = AE(ae_title=calling)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
-    for pair in dict.fromkeys((str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID)) for d in datasets):
-        ae.add_requested_context(pair[0], pair[1])
-    assoc = ae.associate("127.0.0.1", port, ae_title="MEDZIP")
-    if not assoc.is_established:
-        return [-1] * len(datasets)
-    try:
-        out = []
-        for ds in datasets:
-            status = assoc.send_c_store(ds)
-            out.append(int(status.Status) if "Status" in status else -1)
-        return out
-    finally:
-        assoc.release()
 
 
 def md5(data: bytes) -> str:
@@ -162,8 +47,9 @@ def test_uuid_is_validated_before_any_path(tmp_path):
 
 
 def test_envelope_kinds_and_damage(tmp_path):
-    ct = orthanc_data.ct_series(tmp_path / "ct", slices=2)[0].read_bytes()
-    compressed = [p for p in orthanc_data.mr_instances() if "rle" in p.name.lower()][0].read_bytes()
+    ct = orthanc_support.ct_series(tmp_path / "ct", slices=2)[0].read_bytes()
+    compressed = next(p for p in orthanc_support.mr_instances() if pydicom.dcmread(
+        p, stop_before_pixels=True).file_meta.TransferSyntaxUID.is_compressed).read_bytes()
     text = json.dumps({"tags": list(range(500))}).encode()
     noise = b"".join(hashlib.sha256(bytes([i])).digest() for i in range(8))
     for data, kind in [(ct, storage.KIND_MEDZIP), (compressed, None), (text, storage.KIND_ZSTD),
@@ -213,8 +99,8 @@ def test_config_is_safe_by_default(tmp_path):
 
 @needs_orthanc
 def test_upload_rest_and_cstore_read_back_identical(server, tmp_path_factory):
-    ct = orthanc_data.ct_series(tmp_path_factory.mktemp("ct"), slices=CT_SLICES)
-    mr = orthanc_data.mr_instances()
+    ct = orthanc_support.ct_series(tmp_path_factory.mktemp("ct"), slices=CT_SLICES)
+    mr = orthanc_support.mr_instances()
     rest, dimse = ct[: len(ct) // 2] + mr[:-1], ct[len(ct) // 2:] + mr[-1:]
     for p in rest:
         data = p.read_bytes()
@@ -301,7 +187,7 @@ def test_migrate_plain_orthanc_storage(tmp_path):
     plain = {k: v for k, v in cfg.items() if k not in ("Plugins", "PythonScript", "Medzip")}
     plain_config = tmp_path / "plain.json"
     plain_config.write_text(json.dumps(plain))
-    files = orthanc_data.ct_series(tmp_path / "ct", slices=3) + orthanc_data.mr_instances()[:2]
+    files = orthanc_support.ct_series(tmp_path / "ct", slices=3) + orthanc_support.mr_instances()[:2]
     srv = Orthanc(plain_config, tmp_path / "plain.log").start()
     try:
         ids = {srv.upload(p.read_bytes()): p.read_bytes() for p in files}
