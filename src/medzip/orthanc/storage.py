@@ -30,7 +30,6 @@ import re
 import secrets
 import struct
 import tempfile
-import threading
 from pathlib import Path
 
 import zstandard
@@ -48,9 +47,6 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 # Attachments not coded as pixels: strong zstd for the usual (small or already compressed)
 # ones, a fast level past the size where level 19 would stall an upload for seconds.
 _ZSTD_STRONG, _ZSTD_FAST, _ZSTD_STRONG_MAX = 19, 6, 8 << 20
-# medzip's volume codec keeps per-call state in a module global until the re-entrancy fix lands
-# on main; Orthanc calls the storage area from several threads, so codec calls are serialised.
-_CODEC_LOCK = threading.Lock()
 
 
 def is_envelope(head: bytes) -> bool:
@@ -105,8 +101,8 @@ def _medzip_archive(data: bytes, level: int | None, name: str) -> bytes | None:
             return None  # not a format medzip reads: the checked zstd/raw path stores it
         if adapter.name != "dicom" or not payload.volumes:
             return None
-        with _CODEC_LOCK:
-            return api.compress_payload(payload, level=level, workers=1)
+        # Orthanc calls the storage area from several threads; medzip's core is re-entrant
+        return api.compress_payload(payload, level=level, workers=1)
 
 
 def decode(blob: bytes, what: str = "attachment") -> bytes:
@@ -138,10 +134,9 @@ def _restore_medzip(archive: bytes, what: str) -> bytes:
 
     out = io.BytesIO()
     try:
-        with _CODEC_LOCK:
-            # the DICOM adapter checks the rebuilt file against its recorded SHA-256 before
-            # writing a byte, so damage surfaces here as an error, never as other bytes
-            files.decompress_to_stream(archive, out, workers=1, name=what)
+        # the DICOM adapter checks the rebuilt file against its recorded SHA-256 before
+        # writing a byte, so damage surfaces here as an error, never as other bytes
+        files.decompress_to_stream(archive, out, workers=1, name=what)
     except MedzipError as exc:
         raise CorruptStreamError(f"{what}: {exc}") from None
     return out.getvalue()
