@@ -179,10 +179,16 @@ class StorageArea:
 
 def write_atomic(path: Path, blob: bytes) -> None:
     """Temp file beside ``path``, fsync, rename: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        for attempt in range(3):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                break
+            except FileNotFoundError:  # a concurrent remove() dropped the folder just now
+                if attempt == 2:
+                    raise
         with os.fdopen(fd, "wb") as fh:
             fh.write(blob)
             fh.flush()
