@@ -139,7 +139,7 @@ def main() -> int:
                "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} usable cores, "
                           f"load {os.getloadavg()[0]:.1f}",
                "files": len(inputs), "bytes_in": n_in, "results": results}
-    print(f"\n| config | seconds | MB/s | speed vs loop | note |\n|---|---:|---:|---:|---|")
+    print("\n| config | seconds | MB/s | speed vs loop | note |\n|---|---:|---:|---:|---|")
     for r in results:
         print(f"| {r['config']} | {r['seconds']:.2f} | {r['mb_per_s']:.3f} | "
               f"{r['speed_vs_loop']:.2f}x | {r['note']} |")

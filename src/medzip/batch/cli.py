@@ -9,7 +9,6 @@ import argparse
 import json
 import sys
 
-from ..errors import MedzipError
 
 
 def _progress(args) -> bool:

@@ -163,7 +163,7 @@ def remove_stale_temps(folder: Path) -> int:
     return n
 
 
-def _run_tasks(client, submit_args: list, progress: _Progress, retries: int, on_result) -> None:
+def _run_tasks(client, submit_args: list, retries: int, on_result) -> None:
     """Submit every task, then record results as they complete (in any order)."""
     distributed = _distributed()
     futures = {}
@@ -232,10 +232,11 @@ def compress_tree(src, dst, *, scheduler: str | None = None, workers: int = 0,
         manifest = stack.enter_context(Manifest(dst, create=True))
         manifest.set_info(source=str(src.resolve()), started=time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                             time.gmtime()))
+        planned_rows = []  # recorded in one transaction below
         for job in jobs:
             if job.kind == SKIPPED:
-                manifest.upsert({"path": job.rel, "kind": job.kind, "format": job.fmt,
-                                 "status": "skipped", "error": job.note, "archive": None})
+                planned_rows.append({"path": job.rel, "kind": job.kind, "format": job.fmt,
+                                     "status": "skipped", "error": job.note, "archive": None})
                 report.skipped.append((job.rel, job.note))
         work = [j for j in jobs if j.kind != SKIPPED]
         # Reruns: every existing output is checked (sources re-hashed, archive CRCs read) in
@@ -252,30 +253,31 @@ def compress_tree(src, dst, *, scheduler: str | None = None, workers: int = 0,
             if state == "done" and verify and job.kind == CODED and not (same and prev.get("verified")):
                 state = "verify"  # intact, but never decoded: --verify wants proof
             if state == "done":
-                manifest.upsert({
+                planned_rows.append({
                     "path": job.rel, "kind": job.kind, "format": job.fmt, "size": job.size,
                     "source_sha256": job_digest(details["digests"]), "status": "done",
                     "archive": job.output, "archive_bytes": details["archive_bytes"],
                     "bits_per_voxel": details.get("bits_per_voxel"),
                     "duration_s": (prev.get("duration_s") or 0.0) if same else 0.0,
                     "verified": 1 if job.kind == VERBATIM else int(same and bool(prev.get("verified"))),
-                    "error": None, "files": tasks._file_rows(job, details["digests"])})
+                    "error": None, "files": tasks.file_rows(job, details["digests"])})
                 report.reused += 1
                 report.bytes_in += job.size
                 report.bytes_out += details["archive_bytes"]
             elif state == "verify":
-                manifest.upsert({"path": job.rel, "kind": job.kind, "format": job.fmt,
+                planned_rows.append({"path": job.rel, "kind": job.kind, "format": job.fmt,
                                  "size": job.size, "status": "pending", "archive": job.output,
-                                 "files": tasks._file_rows(job, details["digests"]),
+                                 "files": tasks.file_rows(job, details["digests"]),
                                  "source_sha256": job_digest(details["digests"]),
                                  "archive_bytes": details["archive_bytes"],
                                  "bits_per_voxel": details.get("bits_per_voxel")})
                 todo.append((job, tasks.verify_job, (str(dst), job)))
             else:
-                manifest.upsert({"path": job.rel, "kind": job.kind, "format": job.fmt,
+                planned_rows.append({"path": job.rel, "kind": job.kind, "format": job.fmt,
                                  "size": job.size, "status": "pending", "archive": job.output,
                                  "verified": 0, "error": None})
                 todo.append((job, tasks.compress_job, (str(src), str(dst), job, options)))
+        manifest.upsert_many(planned_rows)
         if report.reused:
             log(f"{report.reused} of {len(work)} inputs already done in {dst} (checked, kept)")
         if todo:
@@ -308,7 +310,7 @@ def compress_tree(src, dst, *, scheduler: str | None = None, workers: int = 0,
                     report.failures.append((job.rel, res.get("error") or "failed"))
                     bar.advance(job.size, None)
 
-            _run_tasks(client, todo, bar, retries, record)
+            _run_tasks(client, todo, retries, record)
         remove_stale_temps(dst)
         manifest.set_info(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     report.seconds = time.perf_counter() - t0
@@ -358,7 +360,7 @@ def decompress_tree(dst, out, *, scheduler: str | None = None, workers: int = 0,
                     report.failures.append((job.rel, res.get("error") or "failed"))
                     bar.advance(sizes[job.rel], None)
 
-            _run_tasks(client, todo, bar, retries, record)
+            _run_tasks(client, todo, retries, record)
         remove_stale_temps(out)
     try:
         (out / LOCK_NAME).unlink()

@@ -83,16 +83,22 @@ class Manifest:
         return _Tx()
 
     def upsert(self, row: dict) -> None:
-        """Insert or update one input's row (only the given columns change)."""
-        row = {**row, "updated": time.time()}
-        if isinstance(row.get("files"), list):
-            row["files"] = json.dumps(row["files"], separators=(",", ":"))
-        cols = [c for c in _COLUMNS if c in row]
-        sets = ", ".join(f"{c}=excluded.{c}" for c in cols if c != "path")
-        sql = (f"INSERT INTO inputs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-               f"ON CONFLICT(path) DO UPDATE SET {sets}")
+        """Insert or update one input's row (only the given columns change); one commit."""
+        self.upsert_many([row])
+
+    def upsert_many(self, rows: list[dict]) -> None:
+        """Several rows in one transaction (a rerun records thousands of kept inputs at once)."""
+        now = time.time()
         with self._tx():
-            self.db.execute(sql, [row[c] for c in cols])
+            for row in rows:
+                row = {**row, "updated": now}
+                if isinstance(row.get("files"), list):
+                    row["files"] = json.dumps(row["files"], separators=(",", ":"))
+                cols = [c for c in _COLUMNS if c in row]
+                sets = ", ".join(f"{c}=excluded.{c}" for c in cols if c != "path")
+                self.db.execute(f"INSERT INTO inputs ({', '.join(cols)}) VALUES "
+                                f"({', '.join('?' * len(cols))}) ON CONFLICT(path) DO UPDATE SET {sets}",
+                                [row[c] for c in cols])
 
     def rows(self, status: str | None = None) -> list[dict]:
         sql = f"SELECT {', '.join(_COLUMNS)} FROM inputs"

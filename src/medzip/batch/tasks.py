@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import files
 from ..container import Container
 from ..errors import CorruptStreamError, MedzipError
-from .planner import CODED, TMP_SUFFIX, VERBATIM, Job, job_digest, source_digests
+from .planner import CODED, TMP_SUFFIX, VERBATIM, Job, file_sha256, job_digest, source_digests
 
 
 def _result(job: Job, status: str, t0: float, **extra) -> dict:
@@ -105,7 +105,7 @@ def compress_job(src_root: str, dst_root: str, job: Job, options: dict) -> dict:
             sha = copy_atomic(src, out)
             if sha != job_digest(digests):
                 raise MedzipError(f"{job.rel}: changed while being copied")
-            return _result(job, "done", t0, source_sha256=sha, files=_file_rows(job, digests),
+            return _result(job, "done", t0, source_sha256=sha, files=file_rows(job, digests),
                            archive_bytes=job.size, bits_per_voxel=None, verified=True)
         files.compress_file(src, out, level=options.get("level"), model=options.get("model"),
                             workers=1, force=True, verify=bool(options.get("verify")))
@@ -113,7 +113,7 @@ def compress_job(src_root: str, dst_root: str, job: Job, options: dict) -> dict:
         if source_digests(Path(src_root), job) != digests:
             raise MedzipError(f"{job.rel}: changed while being compressed")
         return _result(job, "done", t0, source_sha256=job_digest(digests),
-                       files=_file_rows(job, digests), archive_bytes=info["compressed_bytes"],
+                       files=file_rows(job, digests), archive_bytes=info["compressed_bytes"],
                        bits_per_voxel=info["bits_per_voxel"], verified=bool(options.get("verify")))
     except MedzipError as exc:
         return _result(job, "failed", t0, error=" ".join(str(exc).splitlines()))
@@ -130,14 +130,13 @@ def verify_job(dst_root: str, job: Job) -> dict:
         return _result(job, "failed", t0, error=" ".join(str(exc).splitlines()))
 
 
-def _file_rows(job: Job, digests: dict[str, str]) -> list[dict]:
+def file_rows(job: Job, digests: dict[str, str]) -> list[dict]:
+    """The manifest's per-file restore plan: path, size, mode, mtime, SHA-256."""
     return [{"rel": f.rel, "size": f.size, "mode": f.mode, "mtime_ns": f.mtime_ns,
              "sha256": digests[f.rel]} for f in job.files]
 
 
 def _restored_already(out_root: Path, rows: list[dict]) -> bool:
-    from .planner import file_sha256
-
     return all((out_root / r["rel"]).is_file() and (out_root / r["rel"]).stat().st_size == r["size"]
                and file_sha256(out_root / r["rel"]) == r["sha256"] for r in rows)
 
