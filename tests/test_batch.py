@@ -287,13 +287,18 @@ def test_client_sigkill_then_resume_keeps_finished_archives(tmp_path, cluster):
     finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in dst.glob("*.mzp")}
     assert 2 <= len(finished) < 8, (tmp_path / "client.log").read_text()
 
-    report = compress_tree(src, dst, scheduler=cluster)
-    assert report.failures == [] and report.reused == len(finished)
-    assert report.ran == 8 - len(finished)
+    # --verify: the archives finished before the kill were never decoded, so they get a
+    # verification task (full decode) instead of being recompressed; the rest is compressed.
+    report = compress_tree(src, dst, scheduler=cluster, verify=True)
+    assert report.failures == [] and report.reused == 0 and report.ran == 8
     for name, ident in finished.items():  # not recompressed: same file, untouched
         assert ((dst / name).stat().st_ino, (dst / name).stat().st_mtime_ns) == ident
     assert not list(dst.rglob("*.medzip-tmp"))
     assert {r[0] for r in _rows(dst).values()} == {"done"}
+    with sqlite3.connect(dst / MANIFEST_NAME) as db:
+        assert db.execute("SELECT MIN(verified) FROM inputs").fetchone()[0] == 1
+    report = compress_tree(src, dst, scheduler=cluster, verify=True)  # now all proven: no work
+    assert (report.ran, report.reused) == (0, 8)
     assert decompress_tree(dst, out, scheduler=cluster).ok
     assert _tree_listing(out) == _tree_listing(src)
 

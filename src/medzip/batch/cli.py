@@ -23,7 +23,10 @@ def _log(args):
 
 def _finish(args, report, verb: str) -> int:
     if not args.quiet:
-        ratio = f", ratio {report.bytes_in / report.bytes_out:.3f}" if report.bytes_out else ""
+        ratio = ""
+        if report.bytes_in and report.bytes_out:
+            big, small = max(report.bytes_in, report.bytes_out), min(report.bytes_in, report.bytes_out)
+            ratio = f", ratio {big / small:.3f}"
         print(f"medzip batch {verb}: {report.planned} inputs, {report.ran} run, {report.reused} "
               f"already done, {len(report.failures)} failed, {len(report.skipped)} skipped; "
               f"{report.bytes_in:,} -> {report.bytes_out:,} bytes{ratio} "

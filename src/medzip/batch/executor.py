@@ -344,6 +344,7 @@ def decompress_tree(dst, out, *, scheduler: str | None = None, workers: int = 0,
         todo = [(Job(r["path"], r["kind"], r["format"] or ""), tasks.restore_job,
                  (str(dst), str(out), r, force)) for r in rows]
         sizes = {r["path"]: r["size"] or 0 for r in rows}
+        stored = {r["path"]: r["archive_bytes"] or 0 for r in rows}
         if todo:
             todo.sort(key=lambda t: -sizes[t[0].rel])
             client = stack.enter_context(dask_client(scheduler, workers, len(todo)))
@@ -352,11 +353,14 @@ def decompress_tree(dst, out, *, scheduler: str | None = None, workers: int = 0,
             stack.callback(bar.close)
 
             def record(job: Job, res: dict) -> None:
-                report.ran += 1
                 if res["status"] == "done":
-                    report.bytes_in += sizes[job.rel]
-                    bar.advance(sizes[job.rel], None)
+                    report.reused += bool(res.get("skipped"))
+                    report.ran += not res.get("skipped")
+                    report.bytes_in += stored[job.rel]  # archives read -> original bytes written
+                    report.bytes_out += sizes[job.rel]
+                    bar.advance(sizes[job.rel], stored[job.rel])
                 else:
+                    report.ran += 1
                     report.failures.append((job.rel, res.get("error") or "failed"))
                     bar.advance(sizes[job.rel], None)
 
