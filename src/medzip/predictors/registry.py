@@ -1,6 +1,8 @@
 """Names and levels -> predictor objects, on both the encoder and the decoder side."""
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from ..errors import UnsupportedInputError
@@ -16,6 +18,22 @@ def model_for_level(level: int) -> str:
     if not 1 <= level <= 9:
         raise UnsupportedInputError(f"compression level must be 1..9, got {level}")
     return "ls3d" if level <= 3 else "medzip-lstm"
+
+
+def parse_level(level) -> int:
+    """A level as an int 1..9 or a name from LEVELS (``"strong"``); None is the default."""
+    if level is None:
+        return DEFAULT_LEVEL
+    if isinstance(level, str) and level.strip().lower() in LEVELS:
+        return LEVELS[level.strip().lower()]
+    try:
+        number = operator.index(level) if not isinstance(level, str) else int(level)
+    except (TypeError, ValueError):
+        names = ", ".join(LEVELS)
+        raise UnsupportedInputError(f"compression level must be 1..9 or one of {names}, "
+                                    f"got {level!r}") from None
+    model_for_level(number)
+    return number
 
 
 SEARCH_LEVEL = 7
