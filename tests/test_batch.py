@@ -69,9 +69,12 @@ def small_tree(tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A real LocalCluster (single-threaded worker processes) on 127.0.0.1, no dashboard."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None,
+    """A real LocalCluster on 127.0.0.1, no dashboard: one worker with two threads in this
+    process, so tasks call medzip concurrently (the re-entrant core); the embedded default of
+    worker processes is exercised by the client-kill test, separate processes by the worker-kill
+    test."""
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  protocol="tcp", host="127.0.0.1", dashboard_address=None,
                                   silence_logs=40) as c:
         assert c.scheduler_address.startswith("tcp://127.0.0.1:")
         yield c.scheduler_address

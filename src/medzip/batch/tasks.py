@@ -17,8 +17,7 @@ import secrets
 import time
 from pathlib import Path
 
-from .. import files
-from ..container import Container
+from .. import api, files
 from ..errors import CorruptStreamError, MedzipError
 from .planner import CODED, TMP_SUFFIX, VERBATIM, Job, file_sha256, job_digest, source_digests
 
@@ -83,15 +82,15 @@ def archive_matches(archive: Path, digests: dict[str, str]) -> dict | None:
     """
     try:
         data = archive.read_bytes()
-        container = Container.parse(data)
-        for i, ref in enumerate(_section_refs(container.header)):
-            container.section(ref, f"section {i}")
-    except (OSError, CorruptStreamError):
+        parsed = api.Archive(data)  # magic, version, header CRC, header structure
+        for i, ref in enumerate(_section_refs(parsed.container.header)):
+            parsed.container.section(ref, f"section {i}")
+        recorded = _recorded_hashes(parsed.source)
+        if not recorded or not set(digests.values()) <= recorded:
+            return None
+        return files.info_bytes(data, name=str(archive))
+    except (OSError, MedzipError):  # missing, unreadable, damaged: not done
         return None
-    recorded = _recorded_hashes(container.header.get("source") or {})
-    if not recorded or not set(digests.values()) <= recorded:
-        return None
-    return files.info_bytes(data, name=str(archive))
 
 
 def compress_job(src_root: str, dst_root: str, job: Job, options: dict) -> dict:
