@@ -76,23 +76,13 @@ def cmd_batch_status(args) -> int:
     return 1 if summary["failures"] else 0
 
 
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a count >= 0, got '{text}'")
-    return n
-
-
-def _cluster_options(p: argparse.ArgumentParser) -> None:
+def _cluster_options(p: argparse.ArgumentParser, count) -> None:
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                    help="run on this existing Dask scheduler (default: $DASK_SCHEDULER_ADDRESS, "
                         "else an embedded cluster on 127.0.0.1)")
-    p.add_argument("-j", "--workers", type=_count, default=0, metavar="N",
+    p.add_argument("-j", "--workers", type=count, default=0, metavar="N",
                    help="embedded cluster: worker processes (0 = one per core, the default)")
-    p.add_argument("--retries", type=_count, default=2, metavar="N",
+    p.add_argument("--retries", type=count, default=2, metavar="N",
                    help="re-run a task that raised an unexpected error up to N times (default 2)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
@@ -101,7 +91,8 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers) -> None:
     """Add ``medzip batch ...`` to the top-level parser's sub-commands."""
-    from ..cli import _level  # the one parser of level names (a function, no import cycle)
+    # medzip.cli's own argument types (it is fully imported when it calls this hook)
+    from ..cli import _level, _threads
 
     batch = subparsers.add_parser("batch", help="archive whole trees (resumable; Dask)",
                                   description="Archive whole folder trees of studies on this "
@@ -115,14 +106,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", metavar="NAME|FILE", help="predictor model name or parameter file")
     p.add_argument("--verify", action="store_true",
                    help="decode every archive and check it before it is recorded as done")
-    _cluster_options(p)
+    _cluster_options(p, _threads)
     p.set_defaults(func=cmd_batch_compress)
 
     p = sub.add_parser("decompress", help="restore the tree recorded in DST under OUT")
     p.add_argument("dst", metavar="DST")
     p.add_argument("out", metavar="OUT")
     p.add_argument("-f", "--force", action="store_true", help="overwrite differing files in OUT")
-    _cluster_options(p)
+    _cluster_options(p, _threads)
     p.set_defaults(func=cmd_batch_decompress)
 
     p = sub.add_parser("status", help="totals and failures of a batch output")
