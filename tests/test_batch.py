@@ -230,9 +230,10 @@ def _slab_tree(root: Path, n: int) -> Path:
     return root
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(args, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)  # own process group: stopped by its pid
+def _start(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # own process group: stopped by its pid
 
 
 def test_worker_killed_mid_run_on_external_cluster(tmp_path):
@@ -252,8 +253,10 @@ def test_worker_killed_mid_run_on_external_cluster(tmp_path):
                            "--no-dashboard", "--host", "127.0.0.1"], tmp_path / f"worker{i}.log")
                    for i in range(2)]
         procs += workers
+        # The scheduler comes from Dask's own setting this time, not --scheduler.
         client = _start([str(BIN / "medzip"), "batch", "compress", str(src), str(dst),
-                         "--scheduler", address, "--no-progress"], tmp_path / "client.log")
+                         "--no-progress"], tmp_path / "client.log",
+                        env={**os.environ, "DASK_SCHEDULER_ADDRESS": address})
         procs.append(client)
         _wait_for(lambda: _done_count(dst) >= 1, "a first finished input", client)
         assert _done_count(dst) < 8, "the batch finished before a worker could be killed"
@@ -261,6 +264,7 @@ def test_worker_killed_mid_run_on_external_cluster(tmp_path):
         client.wait(timeout=DEADLINE)
         log = (tmp_path / "client.log").read_text()
         assert client.returncode == 0, log
+        assert f"on {address}" in log  # it ran on that cluster, not an embedded one
         assert workers[0].wait(timeout=10) == -signal.SIGKILL
         assert {r[0] for r in _rows(dst).values()} == {"done"}
         assert not list(dst.rglob("*.medzip-tmp"))
