@@ -13,7 +13,7 @@ import numpy as np
 import zstandard
 
 from . import __version__
-from .container import Container, ContainerWriter
+from .container import SECTION_ZSTD_LEVEL, Container, ContainerWriter
 from .errors import CorruptStreamError, MedzipError
 from .formats.base import Payload
 from .volume_codec import CodecSettings, decode_volume, encode_volume, section_refs, volume_summary
@@ -21,7 +21,6 @@ from .volume_codec import CodecSettings, decode_volume, encode_volume, section_r
 __all__ = ["compress", "decompress", "compress_payload", "decompress_payload", "inspect",
            "verify", "Archive"]
 
-_MEMBER_LEVEL = 19  # zstd level for file members (headers, non-image files): small and rare
 MAX_MEMBER_SIZE = 1 << 40  # largest member a reader accepts (docs/FORMAT.md)
 _MEMBER_PIECE = 1 << 20  # members are inflated piecewise: memory follows the real data
 
@@ -72,7 +71,7 @@ def compress_payload(payload: Payload, *, level: int | str | None = None,
     writer = ContainerWriter()
     volumes = [encode_volume(np.asarray(v), writer, settings) for v in payload.volumes]
     members = []
-    cctx = zstandard.ZstdCompressor(level=_MEMBER_LEVEL)
+    cctx = zstandard.ZstdCompressor(level=SECTION_ZSTD_LEVEL)
     for name, data in payload.members.items():
         ref = writer.add_section(cctx.compress(data))
         members.append({"name": name, "codec": "zstd", "size": len(data),

@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from .errors import CorruptStreamError, UnsupportedVersionError
 
 MAGIC = b"\x89MZP\r\n\x1a\n"
+# zstd level of the general-purpose sections (value tables, file members): they are small, so
+# the slowest standard level costs little time and changes no coded voxel
+SECTION_ZSTD_LEVEL = 19
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 1  # 1.1: volumes carry a digest that binds dtype and shape (docs/FORMAT.md)
 _PREFIX = struct.Struct("<8sHHI")

@@ -19,13 +19,14 @@ import constriction
 import numpy as np
 import zstandard
 
-from .container import Container, ContainerWriter
+from .container import SECTION_ZSTD_LEVEL, Container, ContainerWriter
 from .entropy import ResidualCoder
 from .errors import CorruptStreamError, MedzipError, UnsupportedInputError, UnsupportedVersionError
 from .parallel import resolve_workers, run_jobs, start_method
 from .predictors.registry import (DEFAULT_LEVEL, LEVELS, fit_candidates, load_predictor,
                                   model_for_level, parse_level)
-from .scheduling import PAD, ZPAD, PaddedGeometry, wavefront
+from .predictors.base import Predictor
+from .scheduling import PaddedGeometry, wavefront, work_dtype
 
 __all__ = ["CodecSettings", "LEVELS", "encode_volume", "decode_volume", "volume_summary",
            "section_refs"]
@@ -99,7 +100,7 @@ def map_values(arr: np.ndarray):
     vol4 = arr.reshape(_as_4d(arr.shape))
     vmin, vmax = int(vol4.min()), int(vol4.max())
     span = vmax - vmin + 1
-    mapped = np.empty(vol4.shape, _work_dtype(vmax - vmin))
+    mapped = np.empty(vol4.shape, work_dtype(vmax - vmin))
     src, dst = vol4.reshape(-1), mapped.reshape(-1)
     blocks = [slice(s, s + _BLOCK) for s in range(0, dst.size, _BLOCK)]
     for b in blocks:
@@ -121,7 +122,8 @@ def map_values(arr: np.ndarray):
 
 
 def _store_table(used: np.ndarray) -> bytes:
-    return zstandard.ZstdCompressor(level=19).compress(np.diff(used, prepend=0).astype("<u4").tobytes())
+    return zstandard.ZstdCompressor(level=SECTION_ZSTD_LEVEL).compress(
+        np.diff(used, prepend=0).astype("<u4").tobytes())
 
 
 def _load_table(blob: bytes, count: int) -> np.ndarray:
@@ -135,29 +137,22 @@ def _load_table(blob: bytes, count: int) -> np.ndarray:
 
 
 # -- chunk engine -------------------------------------------------------------------------------
-def _work_dtype(vmax: int):
-    """Narrowest signed type holding values and residuals (|r| <= vmax): memory, not results."""
-    return np.int16 if vmax < (1 << 15) - 1 else np.int32 if vmax < (1 << 30) else np.int64
-
-
-def code_chunk(predictor, geom: PaddedGeometry, vmax: int, chunk: np.ndarray | None = None,
-               words: np.ndarray | None = None):
+def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
+               chunk: np.ndarray | None = None, words: np.ndarray | None = None):
     """Encode ``chunk`` (returns uint32 words) or decode ``words`` (returns the chunk)."""
-    dt = _work_dtype(vmax)
-    vol = np.zeros(geom.shape, dt).ravel()
-    res = np.zeros(geom.shape, dt).ravel()
+    vol = np.zeros(geom.shape, work_dtype(vmax)).ravel()
     model = predictor.start_chunk(geom, vmax)
-    coder = ResidualCoder(getattr(predictor, "prior", None))
+    coder = ResidualCoder(predictor.prior)
     encoding = chunk is not None
     if encoding:
         geom.embed(chunk, vol)
         enc = constriction.stream.queue.RangeEncoder()
     else:
         dec = constriction.stream.queue.RangeDecoder(words)
-    for flat, zloc in wavefront(geom, predictor.lag, getattr(predictor, "slope", 2)):
+    for flat, zloc in wavefront(geom, predictor.lag, predictor.slope):
         if not flat.size:  # thin slabs (y*x tiny, lag > diagonals) have empty steps: no symbols
             continue
-        mu, bucket = model.predict(vol, res, flat, zloc)
+        mu, bucket = model.predict(vol, flat, zloc)
         if encoding:
             r = vol[flat] - mu
             coder.encode_step(enc, r, bucket)
@@ -167,8 +162,7 @@ def code_chunk(predictor, geom: PaddedGeometry, vmax: int, chunk: np.ndarray | N
             if x.size and (x.min() < 0 or x.max() > vmax):
                 raise CorruptStreamError("coded data is corrupted (value out of range)")
             vol[flat] = x
-        res[flat] = r
-        model.update(vol, res, flat, zloc, r)
+        model.update(vol, flat, zloc, r)
     if encoding:
         return enc.get_compressed()
     return geom.extract(vol)  # a view: callers copy what they keep
@@ -176,8 +170,7 @@ def code_chunk(predictor, geom: PaddedGeometry, vmax: int, chunk: np.ndarray | N
 
 def chunk_geometry(predictor, shape) -> PaddedGeometry:
     """Padding wide enough for the predictor's neighbourhood (predictors may widen it)."""
-    return PaddedGeometry(*shape, pad=getattr(predictor, "pad", PAD),
-                          zpad=getattr(predictor, "zpad", ZPAD))
+    return PaddedGeometry(*shape, pad=predictor.pad, zpad=predictor.zpad)
 
 
 @dataclass(frozen=True)
@@ -239,7 +232,7 @@ def _decode_job(state: _DecodeState, job):
 def _warm_up(predictor, vmax: int) -> None:
     """Compile (or load from cache) the predictor's kernels once in the parent, so forked
     workers share the machine code instead of each building its own copy."""
-    tiny = np.zeros((2, 8, 8), _work_dtype(vmax))
+    tiny = np.zeros((2, 8, 8), work_dtype(vmax))
     tiny[1, 3, 3] = vmax
     code_chunk(predictor, chunk_geometry(predictor, tiny.shape), vmax, chunk=tiny)
 
