@@ -194,6 +194,15 @@ def test_round_trip_on_local_cluster(small_tree, tmp_path, cluster, capsys):
     assert decompress_tree(dst, out, scheduler=cluster).ok
     assert _tree_listing(out) == _tree_listing(small_tree)
 
+    # A damaged stored copy is refused on restore (nothing written) and recopied on a rerun.
+    (dst / "README.txt").write_text("study exporT\n")
+    report = decompress_tree(dst, tmp_path / "out2", scheduler=cluster)
+    assert [p for p, _ in report.failures] == ["README.txt"]
+    assert "SHA-256 mismatch" in report.failures[0][1]
+    assert not (tmp_path / "out2" / "README.txt").exists()
+    assert compress_tree(small_tree, dst, scheduler=cluster).ran == 1
+    assert (dst / "README.txt").read_bytes() == (small_tree / "README.txt").read_bytes()
+
 
 def test_failing_inputs_do_not_stop_the_batch(tmp_path, cluster, capsys):
     src, dst = tmp_path / "src", tmp_path / "dst"

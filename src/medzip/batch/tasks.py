@@ -27,8 +27,9 @@ def _result(job: Job, status: str, t0: float, **extra) -> dict:
             time.perf_counter() - t0, "worker_pid": os.getpid(), **extra}
 
 
-def copy_atomic(src: Path, dst: Path) -> str:
-    """Copy ``src`` to ``dst`` through a temp file + rename; returns the SHA-256 of the bytes."""
+def copy_atomic(src: Path, dst: Path, expect_sha256: str, what: str) -> None:
+    """Copy ``src`` to ``dst`` through a temp file + rename, only if the copied bytes have the
+    expected SHA-256 (else nothing is left at ``dst``: CorruptStreamError naming ``what``)."""
     tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
     h = hashlib.sha256()
     try:
@@ -38,11 +39,12 @@ def copy_atomic(src: Path, dst: Path) -> str:
                 fo.write(chunk)
             fo.flush()
             os.fsync(fo.fileno())
+        if h.hexdigest() != expect_sha256:
+            raise CorruptStreamError(f"{what}: SHA-256 mismatch (changed or damaged)")
         os.replace(tmp, dst)
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
-    return h.hexdigest()
 
 
 def _section_refs(node):
@@ -101,9 +103,8 @@ def compress_job(src_root: str, dst_root: str, job: Job, options: dict) -> dict:
         out.parent.mkdir(parents=True, exist_ok=True)
         digests = source_digests(Path(src_root), job)
         if job.kind == VERBATIM:
-            sha = copy_atomic(src, out)
-            if sha != job_digest(digests):
-                raise MedzipError(f"{job.rel}: changed while being copied")
+            sha = job_digest(digests)
+            copy_atomic(src, out, sha, f"{src} (copy)")
             return _result(job, "done", t0, source_sha256=sha, files=file_rows(job, digests),
                            archive_bytes=job.size, bits_per_voxel=None, verified=True)
         files.compress_file(src, out, level=options.get("level"), model=options.get("model"),
@@ -158,9 +159,7 @@ def restore_job(dst_root: str, out_root: str, entry: dict, force: bool = False) 
             if job.kind == VERBATIM:
                 if os.path.lexists(target) and not force:
                     raise MedzipError(f"{target}: already exists (use --force to overwrite)")
-                if copy_atomic(archive, target) != entry["source_sha256"]:
-                    os.unlink(target)
-                    raise CorruptStreamError(f"{archive}: stored copy does not match its SHA-256")
+                copy_atomic(archive, target, entry["source_sha256"], f"{archive} (stored copy)")
             elif job.kind == CODED:
                 files.decompress_file(archive, target, workers=1, force=force)
             else:
