@@ -24,7 +24,8 @@ from . import __version__, api, files
 from .batch import recursive
 from .errors import MedzipError
 
-EXTENSION_MODULES = ("medzip.bench.cli", "medzip.training.cli", "medzip.batch.cli")
+EXTENSION_MODULES = ("medzip.bench.cli", "medzip.training.cli", "medzip.orthanc.cli",
+                     "medzip.batch.cli")
 _ALIASES = {"-z": "compress", "--compress": "compress", "-d": "decompress",
             "--decompress": "decompress", "--uncompress": "decompress", "-t": "test",
             "--test": "test", "-l": "info", "--list": "info"}
