@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, api, files
+from .batch import recursive
 from .errors import MedzipError
 
-EXTENSION_MODULES = ("medzip.bench.cli", "medzip.training.cli", "medzip.orthanc.cli")
+EXTENSION_MODULES = ("medzip.bench.cli", "medzip.training.cli", "medzip.orthanc.cli",
+                     "medzip.batch.cli")
 _ALIASES = {"-z": "compress", "--compress": "compress", "-d": "decompress",
             "--decompress": "decompress", "--uncompress": "decompress", "-t": "test",
             "--test": "test", "-l": "info", "--list": "info"}
@@ -175,6 +177,8 @@ def _encode_raw(args, raw: bytes) -> bytes:
 
 
 def cmd_compress(args) -> int:
+    if args.recursive:  # zstd -r: same planner as `medzip batch`, in this process
+        return recursive.compress_recursive(args, _progress(args))
     inputs = _inputs(args)
     rc = 0
     for name in inputs:
@@ -222,6 +226,8 @@ def cmd_compress(args) -> int:
 # ---- decompress -------------------------------------------------------------------------------
 
 def cmd_decompress(args) -> int:
+    if args.recursive:
+        return recursive.decompress_recursive(args, _progress(args))
     inputs = _inputs(args)
     rc = 0
     for name in inputs:
@@ -408,6 +414,8 @@ def _io_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", dest="rm", action="store_true",
                    help="delete the input after the output is written and verified")
     p.set_defaults(rm=False)  # else -k's store_false default (True) would win
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="folders: every image / DICOM series folder in them, output beside each")
 
 
 def _level_options(p: argparse.ArgumentParser) -> None:
@@ -480,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_BUNDLED = re.compile(r"-[dztlcfkqv]{2,}")
+_BUNDLED = re.compile(r"-[dztlcfkqvr]{2,}")
 
 
 def _rewrite(argv: list[str], commands) -> list[str]:
