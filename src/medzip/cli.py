@@ -24,6 +24,7 @@ import numpy as np
 
 from . import __version__, api, files
 from .batch import recursive
+from .cli_args import level_arg, threads_arg
 from .errors import MedzipError
 
 EXTENSION_MODULES = ("medzip.bench.cli", "medzip.training.cli", "medzip.orthanc.cli",
@@ -85,28 +86,6 @@ def _stdin_binary() -> bytes:
     if sys.stdin.isatty():
         raise MedzipError("refusing to read binary data from a terminal (give a file or pipe data in)")
     return sys.stdin.buffer.read()
-
-
-def _level(text: str) -> int:
-    from .volume_codec import LEVELS
-
-    if text in LEVELS:
-        return LEVELS[text]
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected 1..9 or one of {', '.join(LEVELS)}, got '{text}'") from None
-
-
-def _threads(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a worker count >= 0, got '{text}'")
-    return n
 
 
 def _size_line(src, n_in: int, info: dict, dst, seconds: float) -> str:
@@ -396,7 +375,7 @@ def _common(p: argparse.ArgumentParser, *, threads: bool = True, progress: bool 
     p.add_argument("-q", "--quiet", action="count", default=0, help="less output")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more output")
     if threads:
-        p.add_argument("-T", "--threads", type=_threads, default=0, metavar="N",
+        p.add_argument("-T", "--threads", type=threads_arg, default=0, metavar="N",
                        help="worker processes (0 = all cores, the default)")
     if progress:
         p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -421,7 +400,7 @@ def _io_options(p: argparse.ArgumentParser) -> None:
 def _level_options(p: argparse.ArgumentParser) -> None:
     for i in range(1, 10):
         p.add_argument(f"-{i}", dest="level", action="store_const", const=i, help=argparse.SUPPRESS)
-    p.add_argument("--level", type=_level, metavar="N",
+    p.add_argument("--level", type=level_arg, metavar="N",
                    help="compression level 1..9 or fast/default/strong (also -1 .. -9)")
     p.add_argument("--model", metavar="NAME|FILE", help="predictor model name or parameter file")
 

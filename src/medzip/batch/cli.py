@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from ..cli_args import level_arg, threads_arg
 
 
 def _progress(args) -> bool:
@@ -91,9 +92,6 @@ def _cluster_options(p: argparse.ArgumentParser, count) -> None:
 
 def add_parser(subparsers) -> None:
     """Add ``medzip batch ...`` to the top-level parser's sub-commands."""
-    # medzip.cli's own argument types (it is fully imported when it calls this hook)
-    from ..cli import _level, _threads
-
     batch = subparsers.add_parser("batch", help="archive whole trees (resumable; Dask)",
                                   description="Archive whole folder trees of studies on this "
                                               "machine or a Dask cluster; see docs/BATCH.md.")
@@ -102,18 +100,18 @@ def add_parser(subparsers) -> None:
     p = sub.add_parser("compress", help="mirror SRC into DST: one archive per series / image file")
     p.add_argument("src", metavar="SRC")
     p.add_argument("dst", metavar="DST")
-    p.add_argument("--level", type=_level, metavar="N", help="compression level 1..9")
+    p.add_argument("--level", type=level_arg, metavar="N", help="compression level 1..9")
     p.add_argument("--model", metavar="NAME|FILE", help="predictor model name or parameter file")
     p.add_argument("--verify", action="store_true",
                    help="decode every archive and check it before it is recorded as done")
-    _cluster_options(p, _threads)
+    _cluster_options(p, threads_arg)
     p.set_defaults(func=cmd_batch_compress)
 
     p = sub.add_parser("decompress", help="restore the tree recorded in DST under OUT")
     p.add_argument("dst", metavar="DST")
     p.add_argument("out", metavar="OUT")
     p.add_argument("-f", "--force", action="store_true", help="overwrite differing files in OUT")
-    _cluster_options(p, _threads)
+    _cluster_options(p, threads_arg)
     p.set_defaults(func=cmd_batch_decompress)
 
     p = sub.add_parser("status", help="totals and failures of a batch output")
