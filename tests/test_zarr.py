@@ -288,3 +288,66 @@ def test_zarr_v2_array_with_numcodecs_compressor(v2_store):
     z = zarr.open_array(str(path), mode="r")
     np.testing.assert_array_equal(z[3:17, 40:100, 5], arr[3:17, 40:100, 5])
     np.testing.assert_array_equal(z[...], arr)
+
+
+# -- medzip convert: volume file <-> OME-Zarr -----------------------------------------------------
+def _nifti_source() -> Path:
+    from conftest import SHARED, _nibabel_test_file
+
+    shared = SHARED / "originals" / "aniso_vox.nii.gz"  # anisotropic voxels: spacing matters
+    path = shared if shared.exists() else _nibabel_test_file("anatomical.nii")
+    if path is None:
+        pytest.skip("no NIfTI test file available")
+    return path
+
+
+def test_convert_nifti_to_ome_zarr_and_back(tmp_path):
+    import nibabel
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from conftest import nifti_stored
+    from medzip.cli import main
+
+    src = _nifti_source()
+    stored = nifti_stored(src)
+    zooms = [float(z) for z in nibabel.load(str(src)).header.get_zooms()][::-1]
+    image = tmp_path / "img.ome.zarr"
+    assert main(["convert", str(src), str(image), "-l", str(LEVEL), "--chunks", "8,32,32"]) == 0
+    # a reader that knows nothing of medzip: ome-zarr's own, and the level-0 array via zarr
+    node = next(iter(Reader(parse_url(str(image)))()))
+    scale = next(t["scale"] for t in node.metadata["coordinateTransformations"][0]
+                 if t["type"] == "scale")
+    assert scale == pytest.approx(zooms[-stored.ndim:])
+    level0 = zarr.open_array(str(image / "s0"), mode="r")
+    assert level0.metadata.codecs[0].to_dict()["name"] == "medzip"
+    np.testing.assert_array_equal(level0[...], stored)
+    # and back, spacing included
+    back = tmp_path / "back.nii.gz"
+    assert main(["convert", str(image), str(back)]) == 0
+    img = nibabel.load(str(back))
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj).T, stored)
+    assert [float(z) for z in img.header.get_zooms()] == pytest.approx(zooms[::-1])
+    assert main(["convert", str(image), str(tmp_path / "back.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "back.npy"), stored)
+
+
+def test_convert_dicom_spacing_and_no_overwrite(tmp_path, capsys):
+    from conftest import _pydicom_test_file, dicom_words
+    from medzip.cli import main
+
+    src = _pydicom_test_file("CT_small.dcm")
+    if src is None:
+        pytest.skip("pydicom's CT_small.dcm not available")
+    image = tmp_path / "ct.ome.zarr"
+    assert main(["convert", str(src), str(image), "-l", str(LEVEL)]) == 0
+    attrs = zarr.open_group(str(image), mode="r").attrs.asdict()
+    dataset = attrs["ome"]["multiscales"][0]["datasets"][0]
+    assert dataset["coordinateTransformations"][0]["scale"] == pytest.approx([5.0, 0.661468, 0.661468])
+    np.testing.assert_array_equal(zarr.open_array(str(image / "s0"))[...], dicom_words(src))
+    before = sorted(p.relative_to(image) for p in image.rglob("*"))
+    capsys.readouterr()
+    assert main(["convert", str(src), str(image)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(p.relative_to(image) for p in image.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.ome.zarr"]  # no temporaries left
