@@ -43,11 +43,11 @@ def _ct3d() -> np.ndarray:
     item = _pick(SHARED_VOLUMES, "ct_head_invesalius_cranium")
     if item is not None:
         return np.ascontiguousarray(item.load()[30:50, 60:160, 70:170])
-    # pip-shipped fallback: the 10-frame enhanced MR (uint16) or the single CT slice stacked
-    item = _pick(PIP_ARRAYS, "pydicom-emri_small", "nibabel-anatomical", "pydicom-CT_small")
+    # pip-shipped fallback: the first time point of nibabel's 4-D fMRI example (24x96x128 int16)
+    item = _pick(PIP_ARRAYS, "nibabel-example4d")
     if item is None:
         pytest.skip("no real 3-D data available")
-    return np.ascontiguousarray(item.load())
+    return np.ascontiguousarray(item.load()[0])
 
 
 def _slice2d() -> np.ndarray:
