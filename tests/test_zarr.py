@@ -290,6 +290,18 @@ def test_zarr_v2_array_with_numcodecs_compressor(v2_store):
     np.testing.assert_array_equal(z[...], arr)
 
 
+def test_docs_example_runs(tmp_path, monkeypatch):
+    """The Python blocks of docs/ZARR.md, run as written (they write into the cwd)."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ZARR.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)
+    exec(compile("\n".join(blocks), "docs/ZARR.md", "exec"), {})
+    assert (tmp_path / "mr.zarr" / "zarr.json").exists() and (tmp_path / "mr-v2.zarr").is_dir()
+
+
 # -- medzip convert: volume file <-> OME-Zarr -----------------------------------------------------
 def _nifti_source() -> Path:
     from conftest import SHARED, _nibabel_test_file
