@@ -126,7 +126,7 @@ def measure(kind: str, arr: np.ndarray, chunks, level: int, workdir: Path) -> di
         t0 = time.perf_counter()
         back = zarr.open_array(str(path), mode="r")[...]
         t_read = time.perf_counter() - t0
-        if low:
+        if stored.dtype != arr.dtype:
             back = (back.astype(np.int64) + low).astype(arr.dtype)
     except Exception as exc:  # a codec that cannot take this volume is reported, not fatal
         return {"codec": kind, "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
