@@ -15,20 +15,17 @@ import sys
 import textwrap
 from pathlib import Path
 
+import dask
+import dask.array as da
+import numcodecs
 import numpy as np
 import pytest
+import zarr
 
-zarr = pytest.importorskip("zarr")
-numcodecs = pytest.importorskip("numcodecs")
-da = pytest.importorskip("dask.array")
-
-import dask  # noqa: E402
-
-from conftest import PIP_ARRAYS, SHARED_SLICES, SHARED_VOLUMES, RealArray  # noqa: E402
-from medzip.errors import (CorruptStreamError, MedzipError, ModelMismatchError,  # noqa: E402
-                           UnsupportedInputError)
-from medzip.numcodecs import MedZip  # noqa: E402
-from medzip.zarr import MedZipCodec  # noqa: E402
+from conftest import PIP_ARRAYS, SHARED_SLICES, SHARED_VOLUMES, RealArray
+from medzip.errors import CorruptStreamError, ModelMismatchError, UnsupportedInputError
+from medzip.numcodecs import MedZip
+from medzip.zarr import MedZipCodec
 
 LEVEL = 1  # the classical predictor: fast, and the chunk plumbing is what is tested here
 
