@@ -4,13 +4,13 @@ The common ground of the Zarr v3 codec (:mod:`medzip.zarr`) and the numcodecs co
 (:mod:`medzip.numcodecs`): the JSON-serialisable settings, the dtype/rank check made when an
 array is created, and the decode-side checks that turn a damaged or swapped chunk into a
 :class:`~medzip.errors.MedzipError` that names the chunk. Every chunk is coded with
-``workers=1``: the storage library (Zarr, Dask) already runs chunks in parallel.
+``workers=1``: the storage library (Zarr, Dask) already runs chunks in parallel, from several
+threads at once (the core codec keeps no shared per-call state).
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +22,6 @@ CODEC_NAME = "medzip"
 MAX_NDIM = 4  # medzip codes 1-D to 4-D volumes ((t,) z, y, x)
 SUPPORTED_KINDS = "iu"
 MAX_ITEMSIZE = 4
-
-# The core codec keeps per-call state in a module global (volume_codec._JOB) and is not yet
-# re-entrant: concurrent chunk codings from Zarr's/Dask's threads would mix their state up.
-# Serialise them until the core is; its kernels hold the GIL, so little parallelism is lost.
-_CORE_LOCK = threading.Lock()
 
 
 def _file_sha256(path: str) -> str:
@@ -95,8 +90,7 @@ def check_dtype(dtype, ndim: int) -> np.dtype:
 
 def encode_chunk(chunk: np.ndarray, settings: ChunkSettings) -> bytes:
     check_dtype(chunk.dtype, chunk.ndim)
-    with _CORE_LOCK:
-        return api.compress(chunk, level=settings.level, model=settings.model, workers=1)
+    return api.compress(chunk, level=settings.level, model=settings.model, workers=1)
 
 
 def decode_chunk(data, settings: ChunkSettings, where: str,
@@ -107,9 +101,7 @@ def decode_chunk(data, settings: ChunkSettings, where: str,
     holds: a valid medzip stream of another chunk is damage too.
     """
     try:
-        model = settings._reader_model()
-        with _CORE_LOCK:
-            arr = api.decompress(data, workers=1, model=model)
+        arr = api.decompress(data, workers=1, model=settings._reader_model())
     except MedzipError as exc:
         raise type(exc)(f"{where}: {exc}") from None
     if shape is not None and tuple(arr.shape) != tuple(shape):
