@@ -120,6 +120,17 @@ def write_ome_zarr(volume: np.ndarray, dst: Path, spacing: list[float], *, level
                                  "compressors": None})
 
 
+def _check_codec(image: Path) -> None:
+    """ome-zarr hands the serializer to Zarr only with dask >= 2026.3 (older ones drop it and
+    the image would be written with Zarr's default codec): check what was written."""
+    import zarr
+
+    codecs = zarr.open_array(str(image / "s0"), mode="r").metadata.to_dict().get("codecs", [])
+    if not any(c.get("name") == "medzip" for c in codecs):
+        raise MedzipError("ome-zarr wrote the image without the medzip codec "
+                          "(needs dask >= 2026.3 and ome-zarr >= 0.18)")
+
+
 def read_ome_zarr(src: Path) -> tuple[np.ndarray, list[float], list[str]]:
     """Level 0 of an OME-Zarr image: ``(array, spacing per axis, axis names)``."""
     from ome_zarr.io import parse_url
@@ -220,6 +231,7 @@ def convert(src, dst, *, level: int = 5, chunks: tuple[int, ...] | None = None, 
     try:
         shutil.rmtree(tmp)  # write_image creates the group itself ("w-": must not exist)
         write_ome_zarr(volume, tmp, spacing, level=level, chunks=chunks, levels=levels)
+        _check_codec(tmp)
         back, _, _ = read_ome_zarr(tmp)
         if back.dtype != volume.dtype.newbyteorder("=") or not np.array_equal(back, volume):
             raise MedzipError(f"{dst}: written image does not read back exactly; nothing kept")
