@@ -49,7 +49,10 @@ def _volumes(data: Path, names: list[str] | None, derived: bool) -> list[dict]:
     manifest = json.loads((data / "manifest.json").read_text())
     out = []
     for entry in manifest:
-        if not entry.get("npy", "").startswith("volumes/"):
+        rel = entry.get("npy", "")
+        # volumes/NAME.npy only: the manifest also lists 2-D slices (volumes/2d/..., kept in
+        # slices/ on disk), which are not volumes
+        if not rel.startswith("volumes/") or rel.count("/") != 1 or not (data / rel).is_file():
             continue
         if names and entry["name"] not in names:
             continue
