@@ -23,7 +23,7 @@ import numpy as np
 from . import __version__, api, files
 from .errors import MedzipError
 
-EXTENSION_MODULES = ("medzip.bench.cli", "medzip.training.cli", "medzip.convert")
+EXTENSION_MODULES = ("medzip.bench.cli", "medzip.training.cli", "medzip.orthanc.cli", "medzip.convert")
 _ALIASES = {"-z": "compress", "--compress": "compress", "-d": "decompress",
             "--decompress": "decompress", "--uncompress": "decompress", "-t": "test",
             "--test": "test", "-l": "info", "--list": "info"}
