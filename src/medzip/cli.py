@@ -28,7 +28,7 @@ from .cli_args import level_arg, threads_arg
 from .errors import MedzipError
 
 EXTENSION_MODULES = ("medzip.bench.cli", "medzip.training.cli", "medzip.orthanc.cli",
-                     "medzip.batch.cli")
+                     "medzip.batch.cli", "medzip.convert")
 _ALIASES = {"-z": "compress", "--compress": "compress", "-d": "decompress",
             "--decompress": "decompress", "--uncompress": "decompress", "-t": "test",
             "--test": "test", "-l": "info", "--list": "info"}
