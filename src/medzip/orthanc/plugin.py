@@ -50,6 +50,7 @@ def _storage() -> StorageArea:
 
 
 _AREA = _storage()
+_AREA.warm_up()
 
 
 def _logged(action: str, uuid: str, fn, *args):

@@ -151,6 +151,16 @@ class StorageArea:
         self.verify = verify
         self.root.mkdir(parents=True, exist_ok=True)
 
+    def warm_up(self) -> None:
+        """Code and decode a small synthetic instance once, before Orthanc's threads call in.
+
+        Everything on the coding path is imported (pydicom's pixel modules pull in requests
+        and its compiled charset detector) and every kernel compiled here, on one thread:
+        Orthanc's embedded interpreter crashed when several storage threads ran those first
+        imports at once."""
+        blob = encode(_synthetic_instance(), level=self.level, verify=True)
+        decode(blob, "warm-up instance")
+
     def create(self, uuid: str, dicom: bool, data: bytes) -> None:
         path = attachment_path(self.root, uuid)
         blob = encode(data, level=self.level, name=f"{uuid}.dcm", dicom=dicom, verify=self.verify)
@@ -197,3 +207,29 @@ def write_atomic(path: Path, blob: bytes) -> None:
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
+
+
+def _synthetic_instance() -> bytes:
+    """A 24x24 16-bit CT instance in Explicit VR Little Endian (no patient data)."""
+    import io
+
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta, ds.preamble = meta, b"\0" * 128
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns = "CT", 24, 24
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    yy, xx = np.mgrid[0:24, 0:24]
+    ds.PixelData = ((yy * 37 + xx * 11) % 4096).astype("<u2").tobytes()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
