@@ -130,7 +130,8 @@ def code_chunk(predictor, geom: PaddedGeometry, vmax: int, chunk: np.ndarray | N
     vol = np.zeros(geom.shape, dt).ravel()
     res = np.zeros(geom.shape, dt).ravel()
     model = predictor.start_chunk(geom, vmax)
-    coder = ResidualCoder(getattr(predictor, "prior", None))
+    coder = ResidualCoder(getattr(predictor, "prior", None),
+                          vmax if getattr(predictor, "censored", False) else None)
     encoding = chunk is not None
     if encoding:
         geom.embed(chunk, vol)
@@ -143,9 +144,9 @@ def code_chunk(predictor, geom: PaddedGeometry, vmax: int, chunk: np.ndarray | N
         mu, bucket = model.predict(vol, res, flat, zloc)
         if encoding:
             r = vol[flat] - mu
-            coder.encode_step(enc, r, bucket)
+            coder.encode_step(enc, r, bucket, mu)
         else:
-            r = coder.decode_step(dec, bucket)
+            r = coder.decode_step(dec, bucket, mu)
             x = mu + r
             if x.size and (x.min() < 0 or x.max() > vmax):
                 raise CorruptStreamError("coded data is corrupted (value out of range)")
