@@ -15,6 +15,7 @@ same model on every platform. No transcendental function touches the probability
 from __future__ import annotations
 
 import constriction
+import numba
 import numpy as np
 
 N_BUCKETS = 40
@@ -22,10 +23,12 @@ Q = 96
 ALPHABET = 2 * Q + 3  # escape-low, -Q..Q, escape-high
 ESC_ALPHABET = 40  # Elias-gamma lengths 1..40
 INCREMENT = 32
-LIMIT = 1 << 16  # halve a table when its total passes this: keeps it adaptive
+LIMIT = 1 << 16
+SHARED_FOLD = 32  # censored coding: voxels of a step sharing one folded distribution get one model  # halve a table when its total passes this: keeps it adaptive
 
 _cat = constriction.stream.model.Categorical
 _uniform_family = constriction.stream.model.Uniform()
+_cat_family = constriction.stream.model.Categorical(perfect=False)  # one row per symbol
 
 # Low-bit shift per bucket: keeps sigma / 2**s in [8, 16).
 SHIFTS = np.maximum(0, (np.arange(N_BUCKETS) - 4) // 2 - 3).astype(np.int64)
@@ -116,8 +119,12 @@ class ResidualCoder:
                 enc.encode(group.astype(np.int32), self._model(int(b)))
         if bounds is not None and bounds[4].any():
             sel = np.flatnonzero(bounds[4])
-            for model, group in self._folded_models(buckets[sel], bounds[2][sel], bounds[3][sel]):
-                enc.encode(sym[sel[group]].astype(np.int32), model)
+            for group, model, rows in self._folded_models(buckets[sel], bounds[2][sel],
+                                                          bounds[3][sel]):
+                if rows is None:
+                    enc.encode(sym[sel[group]].astype(np.int32), model)
+                else:
+                    enc.encode(sym[sel[group]].astype(np.int32), model, rows)
         esc_len = self._encode_escapes(enc, q, sym)
         if bounds is None:
             self._encode_low(enc, low, s)
@@ -143,8 +150,12 @@ class ResidualCoder:
         sym[idx[order]] = sym_sorted
         if bounds is not None and bounds[4].any():
             sel = np.flatnonzero(bounds[4])
-            for model, group in self._folded_models(buckets[sel], bounds[2][sel], bounds[3][sel]):
-                sym[sel[group]] = dec.decode(model, group.size)
+            for group, model, rows in self._folded_models(buckets[sel], bounds[2][sel],
+                                                          bounds[3][sel]):
+                if rows is None:
+                    sym[sel[group]] = dec.decode(model, group.size)
+                else:
+                    sym[sel[group]] = dec.decode(model, rows)
         q = sym - (Q + 1)
         esc_len = self._decode_escapes(dec, q, sym)
         if bounds is None:
@@ -171,28 +182,30 @@ class ResidualCoder:
                 -mu - (qlo << s), self.vmax - mu - (qhi << s))
 
     def _folded_models(self, buckets, slo, shi):
-        """``(model, positions)`` per distinct (bucket, bounds): the bucket's counts with the
-        impossible symbols folded onto the bounds. Voxels of a padding region or of air at the
-        CT floor share a few such models per step."""
-        key = (buckets * ALPHABET + slo) * ALPHABET + shi
-        uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
-        order = np.argsort(inv, kind="stable")
-        cuts = np.flatnonzero(np.diff(inv[order])) + 1
-        rows = self._folded(buckets[first], slo[first], shi[first])
-        return [(_cat(row, perfect=False), group) for row, group in zip(rows, np.split(order, cuts))]
+        """Coding calls for the bounded voxels: ``(positions, model, rows)``.
 
-    def _folded(self, buckets, slo, shi):
-        """Per entry, its bucket's counts with the impossible symbols folded onto the bounds."""
-        rows = self.counts[buckets]
-        cum = np.cumsum(rows, axis=1)
-        n = np.arange(rows.shape[0])
-        below = cum[n, slo] - rows[n, slo]
-        above = cum[:, -1] - cum[n, shi]
-        col = np.arange(ALPHABET)
-        out = np.where((col >= slo[:, None]) & (col <= shi[:, None]), rows, 0)
-        out[n, slo] += below
-        out[n, shi] += above
-        return out.astype(np.float64)  # exact: integer counts far below 2**53
+        Each voxel's distribution is its bucket's counts with the impossible symbols folded onto
+        the bounds. A (bucket, bounds) combination shared by at least SHARED_FOLD voxels of the
+        step (padding, air at the CT floor) gets one model, in ascending key order; the other
+        voxels follow in step order, each with its own row (constriction's per-symbol family).
+        """
+        key = (buckets * ALPHABET + slo) * ALPHABET + shi
+        uniq, first, inv, cnt = np.unique(key, return_index=True, return_inverse=True,
+                                          return_counts=True)
+        calls = []
+        big = cnt >= SHARED_FOLD
+        if big.any():
+            order = np.argsort(inv, kind="stable")
+            ends = np.cumsum(cnt)
+            for u in np.flatnonzero(big):
+                row = _fold_rows(self.counts, buckets[first[u:u + 1]], slo[first[u:u + 1]],
+                                 shi[first[u:u + 1]])[0]
+                calls.append((order[ends[u] - cnt[u]:ends[u]], _cat(row, perfect=False), None))
+        rest = np.flatnonzero(~big[inv])
+        if rest.size:
+            calls.append((rest, _cat_family, _fold_rows(self.counts, buckets[rest], slo[rest],
+                                                         shi[rest])))
+        return calls
 
     @staticmethod
     def _encode_low_sized(enc, low, size):
@@ -245,6 +258,27 @@ class ResidualCoder:
         if sel.any():
             low[sel] = dec.decode(_uniform_family, (np.int32(1) << s[sel].astype(np.int32)))
         return low
+
+
+@numba.njit(cache=True)
+def _fold_rows(counts, buckets, slo, shi):
+    """float64 rows (exact integers): counts[b] with entries outside [slo, shi] moved onto them."""
+    out = np.zeros((buckets.size, counts.shape[1]), np.float64)
+    for i in range(buckets.size):
+        row = counts[buckets[i]]
+        lo = slo[i]
+        hi = shi[i]
+        below = 0
+        for k in range(lo):
+            below += row[k]
+        above = 0
+        for k in range(hi + 1, row.size):
+            above += row[k]
+        for k in range(lo, hi + 1):
+            out[i, k] = row[k]
+        out[i, lo] += below
+        out[i, hi] += above
+    return out
 
 
 def _low_range(q, s, bounds):

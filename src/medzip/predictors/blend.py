@@ -29,7 +29,7 @@ import zstandard
 
 from ..entropy import N_BUCKETS
 from ..intmath import log2_q3, solve_normal_equations
-from ..scheduling import PaddedGeometry
+from ..scheduling import PAD, PaddedGeometry
 from .bias import bias_context, bias_correction, bias_update, new_statistics
 from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
 from .lstm import N_FEATURES, LSTMPredictor, ModelFile, _step_outputs, voxel_features
@@ -47,7 +47,8 @@ ALL_EXPERTS = (1 << N_EXPERTS) - 1
 # over the whole volume) the gain cannot pay for them and the class uses the global set.
 MIN_CLASS_VOXELS = 16384
 MAX_FIT_SAMPLES = 1 << 21
-ERR_CAP = 255  # expert errors are kept per voxel as uint8 (>> err_shift), for memory
+ERR_CAP = 255  # expert errors are kept as uint8 (>> err_shift)
+ERR_RING = 8
 
 
 class BlendPredictor:
@@ -260,8 +261,10 @@ class _BlendChunk:
         self.off3 = flat_offsets(OFFS_3D, geom)
         self.off2 = flat_offsets(OFFS_2D, geom)
         self.row, self.plane, self.vmax = geom.row, geom.plane, vmax
-        n = int(np.prod(geom.shape))
-        self.err = np.zeros(n * N_EXPERTS, np.uint8)  # per voxel, per expert: |error| >> shift
+        if geom.pad != PAD:
+            raise ValueError("medzip-blend needs the default padding")
+        # per voxel, per expert: |error| >> err_shift, in a ring of ERR_RING columns per row
+        self.err = np.zeros(geom.shape[0] * geom.shape[1] * ERR_RING * N_EXPERTS, np.uint8)
         self.err_shift = max(0, int(vmax).bit_length() - 12)
         self.bc_sum, self.bc_cnt = new_statistics()
 
@@ -280,7 +283,7 @@ class _BlendChunk:
         return mu, bucket
 
     def update(self, vol, res, flat, zloc, residual):
-        _blend_update(vol, flat, self._pred, self.err, self.err_shift)
+        _blend_update(vol, flat, self._pred, self.err, self.err_shift, self.row)
         if self.p.bias_cancel:
             bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
 
@@ -319,9 +322,20 @@ class _BlendLSTMChunk(_BlendChunk):
     def update(self, vol, res, flat, zloc, residual):
         # the network reads residuals of the base prediction: keep those in res
         res[flat] = vol[flat] - self._base
-        _blend_update(vol, flat, self._pred, self.err, self.err_shift)
+        _blend_update(vol, flat, self._pred, self.err, self.err_shift, self.row)
         if self.p.bias_cancel:
             bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
+
+
+@numba.njit(cache=True, inline="always")
+def _slot(f, row):
+    """Error memory of voxel f: its row (all slices, all rows) and column modulo ERR_RING.
+
+    With lag 4 and slope 2 every reader of a voxel's errors (W, WW, N, NW, NE, NN of the same
+    slice, the voxel below in the next slice) is coded within 4 steps, before the voxel ERR_RING
+    columns to the right (8 steps later) reuses the slot; columns left of the first one are read
+    before anything is written there, and the one right of the last is skipped explicitly."""
+    return ((f // row) * ERR_RING + (f % row) % ERR_RING) * N_EXPERTS
 
 
 @numba.njit(cache=True, inline="always")
@@ -366,18 +380,21 @@ def blend_base(vol, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, row, plan
     pred[2] = p2
     pred[3] = p3
     pred[4] = med
-    # each expert's absolute errors on the decoded neighbours
+    # each expert's absolute errors on the decoded neighbours (NE of the last column is padding)
+    ne_inside = f % row + 1 < row - PAD
     emin = np.int64(1) << 40
     for k in range(ne):
         if not (experts >> k) & 1:
             e[k] = np.int64(1) << 40
             continue
-        s = 2 * np.int64(err[(f - 1) * ne + k]) + 2 * np.int64(err[(f - row) * ne + k]) \
-            + np.int64(err[(f - row - 1) * ne + k]) + np.int64(err[(f - row + 1) * ne + k])
+        s = 2 * np.int64(err[_slot(f - 1, row) + k]) + 2 * np.int64(err[_slot(f - row, row) + k]) \
+            + np.int64(err[_slot(f - row - 1, row) + k])
+        if ne_inside:
+            s += np.int64(err[_slot(f - row + 1, row) + k])
         if z > 0:
-            s += 2 * np.int64(err[(f - plane) * ne + k])
+            s += 2 * np.int64(err[_slot(f - plane, row) + k])
         else:
-            s += np.int64(err[(f - 2) * ne + k]) + np.int64(err[(f - 2 * row) * ne + k])
+            s += np.int64(err[_slot(f - 2, row) + k]) + np.int64(err[_slot(f - 2 * row, row) + k])
         e[k] = 2 + s
         emin = min(emin, e[k])
     num = np.int64(0)
@@ -441,11 +458,11 @@ def _blend_lstm_inputs(vol, els, err, flat, zloc, off3, c3, off2, c2, ccoef, edg
 
 
 @numba.njit(cache=True)
-def _blend_update(vol, flat, pred, err, shift):
+def _blend_update(vol, flat, pred, err, shift, row):
     ne = N_EXPERTS
     for i in range(flat.size):
         f = flat[i]
         x16 = 16 * np.int64(vol[f])
         for k in range(ne):
             d = (abs(x16 - pred[i, k]) + 8) >> 4
-            err[f * ne + k] = min(d >> shift, ERR_CAP)
+            err[_slot(f, row) + k] = min(d >> shift, ERR_CAP)
