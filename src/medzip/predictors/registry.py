@@ -26,8 +26,9 @@ def fit_candidates(model: str, vol4: np.ndarray, level: int) -> list:
     """Encoder side: predictors to try, each ``(predictor, header entry)``; the smallest wins.
 
     medzip-blend (levels 5-9) at levels >= 7 also tries it without bias canceller, on the global
-    LS base only and without the LSTM. For the row LSTM (level 4), levels >= 7 encode a row-LSTM model with and without its bias canceller and also with
-    ls3d, keeping the smallest stream (slower encoding; decoding runs only the winner).
+    LS base only and without the LSTM. With ``model="medzip-lstm"``, levels >= 7 encode the
+    row-LSTM model with and without its bias canceller and also with ls3d. The smallest stream
+    wins (slower encoding; decoding runs only the winner).
     """
     if model == BLEND:
         # the blend of experts as base, the shipped row LSTM on top, censored coding
