@@ -242,8 +242,6 @@ def test_cli_list_codecs_and_usage_errors(capsys):
 
 
 def test_cli_end_to_end_on_npy(tmp_path, capsys):
-    pytest.importorskip("medzip.formats.npy", reason="npy adapter not available yet")
-    pytest.importorskip("medzip.formats.nifti", reason="NIfTI adapter not available yet")
     src = tmp_path / "mr_crop.npy"
     np.save(src, _mr_crop())
     out = tmp_path / "o"

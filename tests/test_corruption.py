@@ -224,42 +224,58 @@ def test_header_with_swapped_chunk_payloads(real):
     expect_corrupt(_edited(data, swap), arr)
 
 
-@pytest.mark.parametrize("edit", [
-    lambda vh, s: vh.pop("vmax"),
-    lambda vh, s: vh.update(vmax=-1),
-    lambda vh, s: vh.update(vmax="12"),
-    lambda vh, s: vh.pop("min"),
-    lambda vh, s: vh.update(min=None),
-    lambda vh, s: vh.update(chunks={"0": 1}),
-    lambda vh, s: vh.update(chunks=[1, 2]),
-    lambda vh, s: vh["chunks"][0].pop("nz"),
-    lambda vh, s: vh["chunks"][0].update(t="x"),
-    lambda vh, s: vh["chunks"][0].update(nz=0),
-    lambda vh, s: vh["chunks"][0].update(offset=10**12),
-    lambda vh, s: vh["chunks"][0].update(length=-5),
-    lambda vh, s: vh.pop("predictor_params"),
-    lambda vh, s: vh.update(predictor_params=[0, 1]),
-    lambda vh, s: vh.update(model="ls3d"),
-    lambda vh, s: vh.update(shape=[2, 6, 0, 40]),
-    lambda vh, s: vh.update(shape="2x6"),
-    lambda vh, s: vh.update(shape=[2, 6, 20, 80]),
-    lambda vh, s: vh.update(shape=[2, 3, 40, 80]),
-    lambda vh, s: vh.update(dtype="<f4"),
-    lambda vh, s: vh.update(dtype="<i8"),
-    lambda vh, s: vh.update(dtype="nonsense"),
-    lambda vh, s: vh.update(dtype="<i4"),
-    lambda vh, s: vh.update(min=-10**6),
-    lambda vh, s: vh.update(min=40000),
-    lambda vh, s: vh.update(codec="wavelet"),
-    lambda vh, s: vh.update(sha256="0" * 64),
-    lambda vh, s: vh.update(value_table={"count": 3, "offset": 0, "length": 1, "crc32": 0}),
-    lambda vh, s: s.header.update(volumes={"a": 1}),
-    lambda vh, s: s.header.update(volumes=[7]),
-    lambda vh, s: s.header.pop("volumes"),
-], ids=lambda f: "edit")
-def test_malformed_header_fields(real, edit):
+# name -> (edit of the first volume entry / the header, words the message must contain)
+MALFORMED = {
+    "vmax_missing": (lambda vh, s: vh.pop("vmax"), "value range"),
+    "vmax_negative": (lambda vh, s: vh.update(vmax=-1), "value range"),
+    "vmax_string": (lambda vh, s: vh.update(vmax="12"), "value range"),
+    "min_missing": (lambda vh, s: vh.pop("min"), "minimum value"),
+    "min_null": (lambda vh, s: vh.update(min=None), "minimum value"),
+    "chunks_object": (lambda vh, s: vh.update(chunks={"0": 1}), "chunk index"),
+    "chunks_of_ints": (lambda vh, s: vh.update(chunks=[1, 2]), "chunk index"),
+    "chunk_nz_missing": (lambda vh, s: vh["chunks"][0].pop("nz"), "chunk index"),
+    "chunk_t_string": (lambda vh, s: vh["chunks"][0].update(t="x"), "chunk index"),
+    "chunk_nz_zero": (lambda vh, s: vh["chunks"][0].update(nz=0), "chunk index"),
+    "chunk_offset_past_end": (lambda vh, s: vh["chunks"][0].update(offset=10**12), "chunk 0"),
+    "chunk_length_negative": (lambda vh, s: vh["chunks"][0].update(length=-5), "chunk 0"),
+    "params_missing": (lambda vh, s: vh.pop("predictor_params"), "predictor parameters"),
+    "params_list": (lambda vh, s: vh.update(predictor_params=[0, 1]), "predictor parameters"),
+    "model_string": (lambda vh, s: vh.update(model="ls3d"), "model entry"),
+    "shape_zero_axis": (lambda vh, s: vh.update(shape=[2, 6, 0, 40]), "shape"),
+    "shape_string": (lambda vh, s: vh.update(shape="2x6"), "shape"),
+    "shape_other_plane": (lambda vh, s: vh.update(shape=[2, 6, 20, 80]), ""),
+    "shape_fewer_slices": (lambda vh, s: vh.update(shape=[2, 3, 40, 80]), "chunk"),
+    "dtype_float": (lambda vh, s: vh.update(dtype="<f4"), "dtype"),
+    "dtype_int64": (lambda vh, s: vh.update(dtype="<i8"), "dtype"),
+    "dtype_nonsense": (lambda vh, s: vh.update(dtype="nonsense"), "dtype"),
+    "dtype_wider": (lambda vh, s: vh.update(dtype="<i4"), ""),
+    "min_below_dtype": (lambda vh, s: vh.update(min=-10**6), "do not fit"),
+    "min_above_dtype": (lambda vh, s: vh.update(min=40000), "do not fit"),
+    "codec_unknown": (lambda vh, s: vh.update(codec="wavelet"), "wavelet"),
+    "sha256_wrong": (lambda vh, s: vh.update(sha256="0" * 64), "SHA-256"),
+    "digest_wrong": (lambda vh, s: vh.update(digest="0" * 64), "SHA-256"),
+    "value_table_added": (lambda vh, s: vh.update(
+        value_table={"count": 3, "offset": 0, "length": 1, "crc32": 0}), "value table"),
+    "volumes_object": (lambda vh, s: s.header.update(volumes={"a": 1}), "volume"),
+    "volumes_of_ints": (lambda vh, s: s.header.update(volumes=[7]), "volume"),
+    "volumes_missing": (lambda vh, s: s.header.pop("volumes"), "volume"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_header_fields(real, name):
+    """CRC-valid but malformed headers: decompress and inspect both raise CorruptStreamError
+    whose message names the damaged part."""
     arr, data = real
-    expect_corrupt(_edited(data, edit), arr)
+    edit, words = MALFORMED[name]
+    bad = _edited(data, edit)
+    assert words in expect_corrupt(bad, arr)
+    try:
+        medzip.inspect(bad)
+    except CorruptStreamError as exc:
+        assert "\n" not in str(exc)
+    except Exception as exc:  # noqa: BLE001 - the point of the test
+        pytest.fail(f"inspect leaked {type(exc).__name__}: {exc}")
 
 
 def test_unknown_codec_is_a_version_error(real):

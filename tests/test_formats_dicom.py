@@ -258,7 +258,7 @@ def test_unsafe_path_in_archive_is_refused(tmp_path):
 # -- command line ----------------------------------------------------------------------------
 
 def test_cli_folder_round_trip(tmp_path, capsys):
-    cli = pytest.importorskip("medzip.cli")
+    from medzip import cli
     study = tmp_path / "study"
     write_series(study / "t1", source_volume()[:6], series=60, signed=True, overlay=True)
     shutil.copy(get_testdata_file("MR_small_RLE.dcm"), study / "rle.dcm")

@@ -126,7 +126,7 @@ def test_jpeg2000_signed_13_bit(tmp_path):
     try:
         ref = pydicom.dcmread(path).pixel_array
     except Exception:  # noqa: BLE001 (no pydicom J2K plugin installed)
-        return
+        pytest.skip("restored losslessly; no pydicom JPEG 2000 plugin to cross-check pixel_array")
     assert np.array_equal(ref, b.pixel_array)
 
 

@@ -7,9 +7,11 @@ import pytest
 import medzip
 from conftest import (SHARED, Stream, _nibabel_test_file, _pydicom_test_file, dicom_words,
                       nifti_stored)
-from medzip.intlstm import linear_head, lstm_cell
+from medzip.intlstm import linear_head
+
+from int_reference import lstm_cell
 from medzip.predictors import paper as P
-from medzip.predictors.lstm import builtin_model
+from medzip.predictors.models import builtin_model
 from medzip.scheduling import PaddedGeometry
 from medzip.training.data import mapped_volume
 

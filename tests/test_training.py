@@ -10,7 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import medzip  # noqa: E402
-from medzip.intlstm import QuantLSTMParams, linear_head, lstm_cell  # noqa: E402
+from medzip.intlstm import QuantLSTMParams, linear_head  # noqa: E402
+from int_reference import lstm_cell  # noqa: E402
 from medzip.training.qlstm import QRowLSTM  # noqa: E402
 from medzip.training.train import split_by_subject, subject_key  # noqa: E402
 

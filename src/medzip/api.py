@@ -1,4 +1,10 @@
-"""Public Python API: arrays and payloads in, ``.mzp`` bytes out, and back."""
+"""Public Python API: arrays and payloads in, ``.mzp`` bytes out, and back.
+
+Every function is safe to call from many threads at once. ``workers`` is the number of worker
+processes one call may use: the API defaults to 1 (a library should not take every core of
+its host unasked; integrations parallelise across calls), the CLI to every usable core;
+0 or None means every usable core. Output bytes never depend on it.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -7,52 +13,65 @@ import numpy as np
 import zstandard
 
 from . import __version__
-from .container import Container, ContainerWriter
+from .container import SECTION_ZSTD_LEVEL, Container, ContainerWriter
 from .errors import CorruptStreamError, MedzipError
 from .formats.base import Payload
-from .volume_codec import CodecSettings, decode_volume, encode_volume, volume_summary
+from .volume_codec import CodecSettings, decode_volume, encode_volume, section_refs, volume_summary
 
-_MEMBER_LEVEL = 19
+__all__ = ["compress", "decompress", "compress_payload", "decompress_payload", "inspect",
+           "verify", "Archive"]
+
+MAX_MEMBER_SIZE = 1 << 40  # largest member a reader accepts (docs/FORMAT.md)
+_MEMBER_PIECE = 1 << 20  # members are inflated piecewise: memory follows the real data
 
 
-def compress(array, *, level: int | None = None, model: str | None = None,
-             chunk_slices: int | None = None, workers: int = 1, progress: bool = False) -> bytes:
-    """Compress one integer array (2-D, 3-D as z,y,x, or 4-D as t,z,y,x) losslessly."""
+def compress(array, *, level: int | str | None = None, model: str | None = None,
+             chunk_slices: int | None = None, workers: int | None = 1,
+             progress: bool = False) -> bytes:
+    """Compress one integer array losslessly; returns the ``.mzp`` bytes.
+
+    ``array``: integers of 8 to 32 bits, any byte order; 2-D (y, x), 3-D (z, y, x) or 4-D
+    (t, z, y, x). ``level``: 1..9 or ``"fast"`` (1), ``"default"`` (5), ``"strong"`` (9);
+    1-3 classical predictor, 4-6 the LSTM, 7-9 also search encoder options. ``model``: a
+    built-in model name or a model file (``medzip train``). ``chunk_slices``: slices per
+    independently decodable chunk (default: about 64). ``workers``: processes for this call
+    (1; 0/None = every usable core). ``progress``: a progress bar on stderr.
+    """
     return compress_payload(Payload([np.asarray(array)]), level=level, model=model,
                             chunk_slices=chunk_slices, workers=workers, progress=progress)
 
 
-def decompress(data, *, workers: int = 1, progress: bool = False,
+def decompress(data, *, workers: int | None = 1, progress: bool = False,
                model: str | None = None, slices: tuple[int, int] | None = None) -> np.ndarray:
-    """Inverse of :func:`compress`: returns the exact stored integers.
+    """Inverse of :func:`compress`: returns the exact stored integers (dtype, shape, values).
 
-    ``model`` is only needed for streams coded with a user-trained model file. ``slices`` =
-    ``(start, stop)`` decodes only those slices of the z axis (of every time point for 4-D),
-    touching just the chunks that hold them; each chunk's CRC-32 is checked, but the volume's
-    SHA-256 only when everything is decoded.
+    ``data``: the ``.mzp`` bytes (any buffer). ``model`` is only needed for streams coded with
+    a user-trained model file. ``slices`` = ``(start, stop)`` decodes only those slices of the
+    z axis (of every time point for 4-D), touching just the chunks that hold them; each
+    chunk's CRC-32 is checked, but the volume's digest only when everything is decoded.
+    Raises :class:`CorruptStreamError` for damaged data, :class:`MedzipError` otherwise.
     """
+    archive = Archive(data)
+    if len(archive.volume_entries) != 1:
+        raise MedzipError(f"archive holds {len(archive.volume_entries)} volumes; "
+                          "use decompress_payload")
     if slices is not None:
-        container = Container.parse(data)
-        vols = _volume_headers(container)
-        if len(vols) != 1:
-            raise MedzipError(f"archive holds {len(vols)} volumes; use decompress_payload")
-        return decode_volume(container, vols[0], workers=workers, progress=progress, model=model,
-                             slices=slices)
-    payload = decompress_payload(data, workers=workers, progress=progress, model=model)
-    if len(payload.volumes) != 1:
-        raise MedzipError(f"archive holds {len(payload.volumes)} volumes; use decompress_payload")
-    return payload.volumes[0]
+        return archive.volume(0, workers=workers, progress=progress, model=model,
+                              slices=slices)
+    return archive.payload(workers=workers, progress=progress, model=model).volumes[0]
 
 
-def compress_payload(payload: Payload, *, level: int | None = None, model: str | None = None,
-                     chunk_slices: int | None = None, workers: int = 1,
-                     progress: bool = False) -> bytes:
+def compress_payload(payload: Payload, *, level: int | str | None = None,
+                     model: str | None = None, chunk_slices: int | None = None,
+                     workers: int | None = 1, progress: bool = False) -> bytes:
+    """Compress a file's payload (volumes + verbatim members + format metadata); options as
+    in :func:`compress`."""
     settings = CodecSettings.make(level=level, model=model, chunk_slices=chunk_slices,
                                   workers=workers, progress=progress)
     writer = ContainerWriter()
     volumes = [encode_volume(np.asarray(v), writer, settings) for v in payload.volumes]
     members = []
-    cctx = zstandard.ZstdCompressor(level=_MEMBER_LEVEL)
+    cctx = zstandard.ZstdCompressor(level=SECTION_ZSTD_LEVEL)
     for name, data in payload.members.items():
         ref = writer.add_section(cctx.compress(data))
         members.append({"name": name, "codec": "zstd", "size": len(data),
@@ -62,54 +81,115 @@ def compress_payload(payload: Payload, *, level: int | None = None, model: str |
     return writer.finish(header)
 
 
-def _volume_headers(container: Container) -> list[dict]:
-    vols = container.header.get("volumes")
-    if not isinstance(vols, list):
-        raise CorruptStreamError("medzip header has no volume list")
-    return vols
-
-
-def decompress_payload(data, *, workers: int = 1, progress: bool = False,
+def decompress_payload(data, *, workers: int | None = 1, progress: bool = False,
                        model: str | None = None) -> Payload:
-    container = Container.parse(data)
-    volumes = [decode_volume(container, vh, workers=workers, progress=progress, model=model)
-               for vh in _volume_headers(container)]
-    members = {}
-    dctx = zstandard.ZstdDecompressor()
-    for i, m in enumerate(container.header.get("members", [])):
-        name = m.get("name", f"#{i}")
-        raw = container.section(m, f"member '{name}'")
-        try:
-            blob = dctx.decompress(raw, max_output_size=int(m["size"])) if m.get("codec") == "zstd" else raw
-        except zstandard.ZstdError:
-            raise CorruptStreamError(f"member '{name}' is corrupted") from None
-        if hashlib.sha256(blob).hexdigest() != m.get("sha256"):
-            raise CorruptStreamError(f"member '{name}' is corrupted (SHA-256 mismatch)")
-        members[name] = blob
-    return Payload(volumes, members, container.header.get("source") or {"format": "array"})
+    """Every volume and member of an archive, each checked against its digest."""
+    return Archive(data).payload(workers=workers, progress=progress, model=model)
 
 
 def inspect(data) -> dict:
-    """Header summary without decoding voxels: sizes, ratio, bits/voxel, model."""
-    container = Container.parse(data)
-    vols = [volume_summary(vh) for vh in _volume_headers(container)]
-    raw = sum(v["raw_bytes"] for v in vols) + sum(int(m.get("size", 0)) for m in container.header.get("members", []))
-    voxels = sum(v["voxels"] for v in vols)
-    return {
-        "format_version": "%d.%d" % container.version,
-        "writer": container.header.get("writer"),
-        "source": container.header.get("source"),
-        "volumes": vols,
-        "members": [{"name": m.get("name"), "size": m.get("size"), "stored": m.get("length")}
-                    for m in container.header.get("members", [])],
-        "compressed_bytes": container.total_size,
-        "original_bytes": raw,
-        "ratio": raw / container.total_size if container.total_size else 0.0,
-        "bits_per_voxel": 8.0 * sum(v["stored_bytes"] for v in vols) / voxels if voxels else 0.0,
-    }
+    """Header summary without decoding voxels: sizes, ratio, bits/voxel, model, and whether
+    every section the header names is present (``complete``; CRCs are not checked)."""
+    return Archive(data).info()
 
 
-def verify(data, *, workers: int = 1, progress: bool = False, model: str | None = None) -> dict:
-    """Decode everything and check every checksum; raises CorruptStreamError on damage."""
-    decompress_payload(data, workers=workers, progress=progress, model=model)
-    return inspect(data)
+def verify(data, *, workers: int | None = 1, progress: bool = False,
+           model: str | None = None) -> dict:
+    """Decode everything and check every checksum (raises CorruptStreamError on damage);
+    returns :func:`inspect`'s summary."""
+    archive = Archive(data)
+    archive.payload(workers=workers, progress=progress, model=model)
+    return archive.info()
+
+
+class Archive:
+    """One parsed ``.mzp``: the header is read and validated once, then volumes, members and
+    the summary are served from it (what the file-level commands need, without re-parsing)."""
+
+    def __init__(self, data):
+        self.container = Container.parse(data)
+        header = self.container.header
+        vols = header.get("volumes")
+        if not isinstance(vols, list):
+            raise CorruptStreamError("medzip header has no volume list")
+        members = header.get("members", [])
+        if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+            raise CorruptStreamError("medzip header is malformed (member list)")
+        source = header.get("source")
+        if source is not None and not isinstance(source, dict):
+            raise CorruptStreamError("medzip header is malformed (source)")
+        self.volume_entries: list = vols
+        self.member_entries: list[dict] = members
+        self.source: dict = source or {"format": "array"}
+
+    def volume(self, i: int, *, workers: int | None = 1, progress: bool = False,
+               model: str | None = None, slices: tuple[int, int] | None = None) -> np.ndarray:
+        return decode_volume(self.container, self.volume_entries[i], workers=workers,
+                             progress=progress, model=model, slices=slices)
+
+    def member(self, i: int) -> tuple[str, bytes]:
+        m = self.member_entries[i]
+        name, size = m.get("name"), m.get("size")
+        if not isinstance(name, str) or "\0" in name:
+            raise CorruptStreamError(f"medzip header is malformed (member {i} name)")
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_MEMBER_SIZE:
+            raise CorruptStreamError(f"medzip header is malformed (member '{name}' size)")
+        raw = self.container.section(m, f"member '{name}'")
+        codec = m.get("codec")
+        if codec == "zstd":
+            blob = _inflate(raw, size, name)
+        elif codec in (None, "raw"):
+            blob = raw
+        else:
+            raise CorruptStreamError(f"member '{name}' uses an unknown codec")
+        if len(blob) != size or hashlib.sha256(blob).hexdigest() != m.get("sha256"):
+            raise CorruptStreamError(f"member '{name}' is corrupted (SHA-256 mismatch)")
+        return name, blob
+
+    def payload(self, *, workers: int | None = 1, progress: bool = False,
+                model: str | None = None) -> Payload:
+        volumes = [self.volume(i, workers=workers, progress=progress, model=model)
+                   for i in range(len(self.volume_entries))]
+        members = dict(self.member(i) for i in range(len(self.member_entries)))
+        return Payload(volumes, members, self.source)
+
+    def info(self) -> dict:
+        container = self.container
+        vols = [volume_summary(vh) for vh in self.volume_entries]
+        sizes = [m.get("size", 0) for m in self.member_entries]
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in sizes):
+            raise CorruptStreamError("medzip header is malformed (member size)")
+        raw = sum(v["raw_bytes"] for v in vols) + sum(sizes)
+        voxels = sum(v["voxels"] for v in vols)
+        refs = [r for vh in self.volume_entries for r in section_refs(vh)] + self.member_entries
+        return {
+            "format_version": "%d.%d" % container.version,
+            "writer": container.header.get("writer"),
+            "source": container.header.get("source"),
+            "volumes": vols,
+            "members": [{"name": m.get("name"), "size": m.get("size"), "stored": m.get("length")}
+                        for m in self.member_entries],
+            "compressed_bytes": container.total_size,
+            "original_bytes": raw,
+            "complete": all(container.holds(r) for r in refs),
+            "ratio": raw / container.total_size if container.total_size else 0.0,
+            "bits_per_voxel": 8.0 * sum(v["stored_bytes"] for v in vols) / voxels if voxels else 0.0,
+        }
+
+
+def _inflate(raw: bytes, size: int, name: str) -> bytes:
+    """zstd-decompress a member piecewise, never past its declared size: a forged size or a
+    decompression bomb costs only what the data really expands to, up to that size."""
+    out = bytearray()
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(raw) as reader:
+            while len(out) <= size:
+                piece = reader.read(min(_MEMBER_PIECE, size + 1 - len(out)))
+                if not piece:
+                    break
+                out += piece
+    except zstandard.ZstdError:
+        raise CorruptStreamError(f"member '{name}' is corrupted") from None
+    if len(out) != size:
+        raise CorruptStreamError(f"member '{name}' is corrupted (wrong size)")
+    return bytes(out)

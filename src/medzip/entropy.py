@@ -23,8 +23,12 @@ Q = 96
 ALPHABET = 2 * Q + 3  # escape-low, -Q..Q, escape-high
 ESC_ALPHABET = 40  # Elias-gamma lengths 1..40
 INCREMENT = 32
-LIMIT = 1 << 16
-SHARED_FOLD = 32  # censored coding: voxels of a step sharing one folded distribution get one model  # halve a table when its total passes this: keeps it adaptive
+LIMIT = 1 << 16  # halve a table when its total passes this: keeps it adaptive
+# Starting counts of the escape-length table: escapes are rare and short, so lengths 1..8
+# (values up to 255 beyond the table) start 16x likelier than longer ones.
+ESC_SHORT_LENGTHS = 8
+ESC_SHORT_PRIOR = 16
+SHARED_FOLD = 32  # censored coding: voxels of a step sharing one folded distribution get one model
 
 _cat = constriction.stream.model.Categorical
 _uniform_family = constriction.stream.model.Uniform()
@@ -40,11 +44,6 @@ def default_prior() -> np.ndarray:
     body = 1 + (1 << 16) // (64 + q * q)
     row = np.concatenate(([4], body, [4]))
     return np.tile(row, (N_BUCKETS, 1))
-
-
-def bucket_from_scale_q3(log2_scale_q3: np.ndarray) -> np.ndarray:
-    """Bucket from an estimate of log2(scale) in 1/8 units (integer)."""
-    return np.clip((log2_scale_q3 + 32 + 2) >> 2, 0, N_BUCKETS - 1)
 
 
 class ResidualCoder:
@@ -64,7 +63,7 @@ class ResidualCoder:
         if self.counts.shape != (N_BUCKETS, ALPHABET):
             raise ValueError("prior table has the wrong shape")
         self.esc_counts = np.full(ESC_ALPHABET, 1, dtype=np.int64)
-        self.esc_counts[:8] = 16
+        self.esc_counts[:ESC_SHORT_LENGTHS] = ESC_SHORT_PRIOR
         self._models: dict[int, object] = {}
         self._esc_model = None
 

@@ -20,6 +20,7 @@ import numpy as np
 from . import api
 from .errors import CorruptStreamError, MedzipError
 from .formats.base import Payload, adapter_by_name, adapter_for_path
+from .parallel import resolve_workers
 
 ARCHIVE_SUFFIX = ".mzp"
 DEMO_SAMPLE = "S0_10slices.nii.gz"
@@ -33,16 +34,6 @@ __all__ = ["compress_file", "decompress_file", "test_file", "info_file", "encode
 def demo_sample_path() -> Path:
     """The bundled real MR sample (dipy b0, BSD-3-Clause; see medzip/data/README.md)."""
     return Path(str(resources.files("medzip") / "data" / DEMO_SAMPLE))
-
-
-def resolve_workers(workers: int | None) -> int:
-    """``0``/``None`` means every core this process may use."""
-    if workers and workers > 0:
-        return int(workers)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 @contextmanager

@@ -38,24 +38,6 @@ def _rshift_round(v, s):
     return (v + (1 << (s - 1))) >> s if s > 0 else v
 
 
-@numba.njit(cache=True)
-def lstm_cell(x, h, c, w, b, shift, sig, tanh_g, tanh_c, acc):
-    """One step for one sequence, in place: x (I,), h (H,), c (H,), w (4H, I+H).
-
-    Gate order i, f, g, o. ``acc`` is a (4H,) int64 scratch buffer.
-    """
-    n_in = x.size
-    hid = h.size
-    for j in range(4 * hid):
-        s = np.int64(b[j])
-        for k in range(n_in):
-            s += w[j, k] * x[k]
-        for k in range(hid):
-            s += w[j, n_in + k] * h[k]
-        acc[j] = s
-    cell_update(acc, h, c, shift, sig, tanh_g, tanh_c)
-
-
 @numba.njit(cache=True, inline="always")
 def cell_update(acc, h, c, shift, sig, tanh_g, tanh_c):
     """Gates from integer accumulators (bias included), then the state update, in place."""

@@ -17,6 +17,11 @@ PAD = 2  # default padding around y and x: the widest causal offset of ls3d / ro
 ZPAD = 2  # default padding slices before the first slice of a chunk
 
 
+def work_dtype(vmax: int):
+    """Narrowest signed type holding values and residuals (|r| <= vmax): memory, not results."""
+    return np.int16 if vmax < (1 << 15) - 1 else np.int32 if vmax < (1 << 30) else np.int64
+
+
 @dataclass(frozen=True)
 class PaddedGeometry:
     """A chunk stored with zero padding so causal neighbours are plain flat-index offsets."""

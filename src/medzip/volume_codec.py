@@ -8,28 +8,34 @@ when asked); record a SHA-256 of the original bytes that the decoder checks.
 from __future__ import annotations
 
 import hashlib
+import math
 import mmap
-import multiprocessing
+import operator
 import os
 import struct
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import constriction
 import numpy as np
 import zstandard
 
-from .container import Container, ContainerWriter
+from .container import SECTION_ZSTD_LEVEL, Container, ContainerWriter
 from .entropy import ResidualCoder
 from .errors import CorruptStreamError, MedzipError, UnsupportedInputError, UnsupportedVersionError
-from .predictors.registry import DEFAULT_LEVEL, LEVELS, fit_candidates, load_predictor, model_for_level
-from .scheduling import PAD, ZPAD, PaddedGeometry, wavefront
+from .parallel import resolve_workers, run_jobs, start_method
+from .predictors.registry import (DEFAULT_LEVEL, LEVELS, fit_candidates, load_predictor,
+                                  model_for_level, parse_level)
+from .predictors.base import Predictor
+from .scheduling import PaddedGeometry, wavefront, work_dtype
 
-__all__ = ["CodecSettings", "LEVELS", "encode_volume", "decode_volume", "volume_summary"]
+__all__ = ["CodecSettings", "LEVELS", "encode_volume", "decode_volume", "volume_summary",
+           "section_refs"]
 
 TARGET_CHUNK_SLICES = 64
 SUPPORTED_KINDS = "iu"
 MAX_RANGE_BITS = 33  # int32/uint32 span
+MAX_DIM = (1 << 31) - 1  # largest extent of one axis a reader accepts
+MAX_VOXELS = 1 << 40  # largest volume a reader accepts (also bounded by the machine's memory)
 
 
 @dataclass(frozen=True)
@@ -42,11 +48,10 @@ class CodecSettings:
 
     @classmethod
     def make(cls, *, level=None, model=None, chunk_slices=None, workers=1, progress=False):
-        level = DEFAULT_LEVEL if level is None else int(level)
-        model_for_level(level)  # validates
+        level = parse_level(level)
         if chunk_slices is not None and int(chunk_slices) < 1:
             raise UnsupportedInputError("chunk size must be at least one slice")
-        workers = (os.cpu_count() or 1) if not workers or workers < 1 else int(workers)
+        workers = resolve_workers(workers)
         return cls(level, model, None if chunk_slices is None else int(chunk_slices), workers,
                    bool(progress))
 
@@ -65,8 +70,21 @@ def chunk_bounds(nz: int, chunk_slices: int | None) -> list[tuple[int, int]]:
 
 
 def _sha256(arr: np.ndarray) -> str:
-    """SHA-256 of the array's bytes in C order and its own byte order (no copy if contiguous)."""
-    return hashlib.sha256(np.ascontiguousarray(arr).reshape(-1).view(np.uint8)).hexdigest()
+    """SHA-256 of the array's bytes in C order and its own byte order (no copy if contiguous).
+    Format 1.0's only digest; still written so 1.0 readers decode newer files."""
+    return hashlib.sha256(_raw_bytes(arr)).hexdigest()
+
+
+def _raw_bytes(arr: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+
+
+def _digest(arr: np.ndarray, sha256: str) -> str:
+    """Format >= 1.1: a SHA-256 over dtype, shape and the bytes' SHA-256, so a header edit of
+    the dtype or the shape (same bytes, another array) is caught like damaged voxels. Built on
+    the bytes' digest so the voxels are hashed once."""
+    return hashlib.sha256(f"medzip-volume {arr.dtype.str} {list(arr.shape)} {sha256}"
+                          .encode("ascii")).hexdigest()
 
 
 _BLOCK = 1 << 22  # voxels per block: bounds the temporaries of the value mapping
@@ -82,7 +100,7 @@ def map_values(arr: np.ndarray):
     vol4 = arr.reshape(_as_4d(arr.shape))
     vmin, vmax = int(vol4.min()), int(vol4.max())
     span = vmax - vmin + 1
-    mapped = np.empty(vol4.shape, _work_dtype(vmax - vmin))
+    mapped = np.empty(vol4.shape, work_dtype(vmax - vmin))
     src, dst = vol4.reshape(-1), mapped.reshape(-1)
     blocks = [slice(s, s + _BLOCK) for s in range(0, dst.size, _BLOCK)]
     for b in blocks:
@@ -104,7 +122,8 @@ def map_values(arr: np.ndarray):
 
 
 def _store_table(used: np.ndarray) -> bytes:
-    return zstandard.ZstdCompressor(level=19).compress(np.diff(used, prepend=0).astype("<u4").tobytes())
+    return zstandard.ZstdCompressor(level=SECTION_ZSTD_LEVEL).compress(
+        np.diff(used, prepend=0).astype("<u4").tobytes())
 
 
 def _load_table(blob: bytes, count: int) -> np.ndarray:
@@ -118,30 +137,23 @@ def _load_table(blob: bytes, count: int) -> np.ndarray:
 
 
 # -- chunk engine -------------------------------------------------------------------------------
-def _work_dtype(vmax: int):
-    """Narrowest signed type holding values and residuals (|r| <= vmax): memory, not results."""
-    return np.int16 if vmax < (1 << 15) - 1 else np.int32 if vmax < (1 << 30) else np.int64
-
-
-def code_chunk(predictor, geom: PaddedGeometry, vmax: int, chunk: np.ndarray | None = None,
-               words: np.ndarray | None = None):
+def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
+               chunk: np.ndarray | None = None, words: np.ndarray | None = None):
     """Encode ``chunk`` (returns uint32 words) or decode ``words`` (returns the chunk)."""
-    dt = _work_dtype(vmax)
-    vol = np.zeros(geom.shape, dt).ravel()
-    res = np.zeros(geom.shape, dt).ravel()
+    vol = np.zeros(geom.shape, work_dtype(vmax)).ravel()
     model = predictor.start_chunk(geom, vmax)
-    coder = ResidualCoder(getattr(predictor, "prior", None),
-                          vmax if getattr(predictor, "censored", False) else None)
+    # censored coding (entropy.ResidualCoder) for predictors whose stream version asks for it
+    coder = ResidualCoder(predictor.prior, vmax if getattr(predictor, "censored", False) else None)
     encoding = chunk is not None
     if encoding:
         geom.embed(chunk, vol)
         enc = constriction.stream.queue.RangeEncoder()
     else:
         dec = constriction.stream.queue.RangeDecoder(words)
-    for flat, zloc in wavefront(geom, predictor.lag, getattr(predictor, "slope", 2)):
+    for flat, zloc in wavefront(geom, predictor.lag, predictor.slope):
         if not flat.size:  # thin slabs (y*x tiny, lag > diagonals) have empty steps: no symbols
             continue
-        mu, bucket = model.predict(vol, res, flat, zloc)
+        mu, bucket = model.predict(vol, flat, zloc)
         if encoding:
             r = vol[flat] - mu
             coder.encode_step(enc, r, bucket, mu)
@@ -151,8 +163,7 @@ def code_chunk(predictor, geom: PaddedGeometry, vmax: int, chunk: np.ndarray | N
             if x.size and (x.min() < 0 or x.max() > vmax):
                 raise CorruptStreamError("coded data is corrupted (value out of range)")
             vol[flat] = x
-        res[flat] = r
-        model.update(vol, res, flat, zloc, r)
+        model.update(vol, flat, zloc, r)
     if encoding:
         return enc.get_compressed()
     return geom.extract(vol)  # a view: callers copy what they keep
@@ -160,69 +171,81 @@ def code_chunk(predictor, geom: PaddedGeometry, vmax: int, chunk: np.ndarray | N
 
 def chunk_geometry(predictor, shape) -> PaddedGeometry:
     """Padding wide enough for the predictor's neighbourhood (predictors may widen it)."""
-    return PaddedGeometry(*shape, pad=getattr(predictor, "pad", PAD),
-                          zpad=getattr(predictor, "zpad", ZPAD))
+    return PaddedGeometry(*shape, pad=predictor.pad, zpad=predictor.zpad)
 
 
-_JOB: dict = {}
+@dataclass(frozen=True)
+class _EncodeState:
+    """What every encoder chunk job reads (one per call: never a module global)."""
+
+    vol4: np.ndarray
+    predictor: object
+    vmax: int
+    chunks: list
 
 
-def _encode_job(i):
-    j = _JOB
-    t, z0, nz = j["chunks"][i]
-    part = j["vol4"][t, z0:z0 + nz]
-    geom = chunk_geometry(j["predictor"], part.shape)
-    return code_chunk(j["predictor"], geom, j["vmax"], chunk=part).astype("<u4").tobytes()
+def _encode_job(state: _EncodeState, i: int) -> bytes:
+    t, z0, nz = state.chunks[i]
+    part = state.vol4[t, z0:z0 + nz]
+    geom = chunk_geometry(state.predictor, part.shape)
+    return code_chunk(state.predictor, geom, state.vmax, chunk=part).astype("<u4").tobytes()
 
 
-def _decode_job(args):
-    # The container and the output array are inherited from the parent (fork; the output is
-    # shared memory), so only the chunk's reference travels in and nothing travels back: the
-    # chunk is read, CRC-checked, decoded and written in place by the worker.
-    predictor, shape, vmax, ref, label, (t, z0) = args
-    blob = _JOB["container"].section(ref, label)
+@dataclass(frozen=True)
+class _DecodeState:
+    """What every decoder chunk job reads. ``out`` is the shared output mapping when workers
+    can write into it (in-process or forked); with ``spawn`` it is None and jobs return their
+    slab for the caller to place."""
+
+    container: Container
+    predictor: object
+    plane: tuple[int, int]
+    vmax: int
+    vmin: int
+    table: np.ndarray | None
+    dtype: np.dtype
+    out: np.ndarray | None
+
+
+def _decode_job(state: _DecodeState, job):
+    # Only the chunk's reference travels in: the chunk is read, CRC-checked, decoded and (when
+    # the output is shared) written in place by the worker, so nothing large travels back.
+    ref, label, nz, (t, z0) = job
+    blob = state.container.section(ref, label)
     if len(blob) % 4:
         raise CorruptStreamError(f"{label} is truncated")
-    words = np.frombuffer(blob, "<u4").astype(np.uint32)
+    words = np.frombuffer(blob, "<u4").astype(np.uint32, copy=False)  # no copy on little-endian
     try:
-        part = code_chunk(predictor, chunk_geometry(predictor, shape), vmax, words=words)
+        part = code_chunk(state.predictor, chunk_geometry(state.predictor, (nz,) + state.plane),
+                          state.vmax, words=words)
     except (ValueError, RuntimeError, AssertionError):  # constriction reports exhausted data
         raise CorruptStreamError(f"{label} is corrupted (entropy decoding failed)") from None
-    table, out, vmin = _JOB["table"], _JOB["out"], _JOB["vmin"]
+    if state.out is not None:
+        dst, t_dst, z_dst = state.out, t, z0
+    else:
+        dst, t_dst, z_dst = np.empty((1, nz) + state.plane, state.dtype), 0, 0
     for k, plane in enumerate(part):  # slice by slice: int64 temporaries stay small
-        out[t, z0 + k] = (table[plane] if table is not None else plane.astype(np.int64)) + vmin
+        dst[t_dst, z_dst + k] = (state.table[plane] if state.table is not None
+                                 else plane.astype(np.int64)) + state.vmin
+    return None if state.out is not None else dst[0]
 
 
 def _warm_up(predictor, vmax: int) -> None:
     """Compile (or load from cache) the predictor's kernels once in the parent, so forked
     workers share the machine code instead of each building its own copy."""
-    tiny = np.zeros((2, 8, 8), _work_dtype(vmax))
+    tiny = np.zeros((2, 8, 8), work_dtype(vmax))
     tiny[1, 3, 3] = vmax
     code_chunk(predictor, chunk_geometry(predictor, tiny.shape), vmax, chunk=tiny)
 
 
-def _run(fn, jobs, workers: int, weights, progress: bool, desc: str, predictor=None, vmax=1):
+def _run(fn, state, jobs, workers: int, weights, progress: bool, desc: str, predictor, vmax):
     from tqdm import tqdm
 
     bar = tqdm(total=int(sum(weights)), unit="vox", unit_scale=True, desc=desc,
                disable=not progress, leave=False)
     try:
-        if workers <= 1 or len(jobs) <= 1:
-            out = []
-            for job, w in zip(jobs, weights):
-                out.append(fn(job))
-                bar.update(w)
-            return out
-        if predictor is not None:
-            _warm_up(predictor, vmax)
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
-            futures = [pool.submit(fn, job) for job in jobs]
-            out = []
-            for f, w in zip(futures, weights):
-                out.append(f.result())
-                bar.update(w)
-            return out
+        return run_jobs(fn, state, jobs, workers, on_done=lambda i: bar.update(weights[i]),
+                        prepare=lambda: _warm_up(predictor, vmax))
     finally:
         bar.close()
 
@@ -235,8 +258,9 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
             f"cannot compress {arr.dtype} data: medzip codes integer volumes of 8 to 32 bits")
     if not 1 <= arr.ndim <= 4:
         raise UnsupportedInputError(f"cannot compress a {arr.ndim}-D array (1-D to 4-D supported)")
+    sha256 = _sha256(arr)
     header = {"shape": list(arr.shape), "dtype": arr.dtype.str,
-              "sha256": _sha256(arr), "chunks": []}
+              "sha256": sha256, "digest": _digest(arr, sha256), "chunks": []}
     if arr.size == 0:
         header["codec"] = "empty"
         return header
@@ -254,12 +278,9 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
     weights = [nz * mapped.shape[2] * mapped.shape[3] for _, _, nz in chunks]
     best = None
     for predictor, model_entry in fit_candidates(model, mapped, settings.level):
-        _JOB.update(vol4=mapped, predictor=predictor, vmax=top, chunks=chunks)
-        try:
-            blobs = _run(_encode_job, list(range(len(chunks))), settings.workers, weights,
-                         settings.progress, "compress", predictor, top)
-        finally:
-            _JOB.clear()
+        state = _EncodeState(mapped, predictor, top, chunks)
+        blobs = _run(_encode_job, state, list(range(len(chunks))), settings.workers, weights,
+                     settings.progress, "compress", predictor, top)
         size = sum(map(len, blobs)) + len(predictor.params())
         if best is None or size < best[0]:  # ties keep the earlier (preferred) candidate
             best = (size, predictor, model_entry, blobs)
@@ -275,9 +296,48 @@ def _malformed(what: str) -> CorruptStreamError:
     return CorruptStreamError(f"medzip header is malformed ({what})")
 
 
-# A CRC-valid header can still be malformed (writer bug, forged file): every field the decoder
-# reads is converted here, and a missing or mistyped one is reported as corruption.
-_BAD_FIELD = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
+def _field_int(value, what: str, lo: int, hi: int) -> int:
+    """A header integer: JSON ints only (no bools, floats, strings), within [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _malformed(what)
+    return value
+
+
+def _volume_shape(vh: dict) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a volume entry, or CorruptStreamError: no other exception type."""
+    shape, dtype = vh.get("shape"), vh.get("dtype")
+    if not isinstance(shape, list) or not 1 <= len(shape) <= 4 or not isinstance(dtype, str):
+        raise _malformed("volume shape or dtype")
+    shape = tuple(_field_int(s, "volume shape", 0, MAX_DIM) for s in shape)
+    try:
+        dtype = np.dtype(dtype)
+    except (TypeError, ValueError, SyntaxError):
+        raise _malformed("volume dtype") from None
+    if dtype.kind not in SUPPORTED_KINDS or dtype.itemsize > 4 or dtype.str != vh["dtype"]:
+        raise _malformed("volume dtype")
+    if math.prod(shape) > MAX_VOXELS:
+        raise _malformed(f"volume of {math.prod(shape)} voxels; the format allows {MAX_VOXELS}")
+    return shape, dtype
+
+
+def _check_digest(out: np.ndarray, vh: dict, binding: bool) -> None:
+    """Format >= 1.1 binds dtype and shape into the digest; 1.0 files carry bytes only."""
+    sha256 = _sha256(out)
+    if vh.get("sha256") != sha256 or (binding and vh.get("digest") != _digest(out, sha256)):
+        raise CorruptStreamError("decoded volume does not match its SHA-256: data is corrupted")
+
+
+def _zrange(slices, shape: tuple[int, ...]) -> tuple[int, int] | None:
+    if slices is None:
+        return None
+    nz = shape[-3] if len(shape) >= 3 else 0
+    try:
+        start, stop = (operator.index(v) for v in slices)
+    except (TypeError, ValueError):
+        raise MedzipError("slices must be two integers (start, stop)") from None
+    if len(shape) < 3 or not 0 <= start <= stop <= nz:
+        raise MedzipError(f"slice range {start}..{stop} is outside the volume's {nz} slices")
+    return start, stop
 
 
 def decode_volume(container: Container, vh: dict, *, workers: int = 1,
@@ -286,121 +346,170 @@ def decode_volume(container: Container, vh: dict, *, workers: int = 1,
     """Decode one volume, or only slices ``[start, stop)`` of its z axis (3-D / 4-D volumes).
 
     A slice range decodes just the chunks that cover it; their CRC-32s are checked, but the
-    volume's SHA-256 can only be checked when the whole volume is decoded.
+    volume's digest can only be checked when the whole volume is decoded.
     """
+    if not isinstance(vh, dict):
+        raise _malformed("volume entry")
+    shape, dtype = _volume_shape(vh)
+    zsel = _zrange(slices, shape)
+    out_shape = shape if zsel is None else shape[:-3] + (zsel[1] - zsel[0],) + shape[-2:]
+    _check_memory(math.prod(out_shape) * dtype.itemsize)
     try:
-        shape = tuple(int(s) for s in vh["shape"])
-        dtype = np.dtype(vh["dtype"])
-        codec = vh["codec"]
-    except _BAD_FIELD:
-        raise _malformed("volume entry") from None
-    if (dtype.kind not in SUPPORTED_KINDS or dtype.itemsize > 4 or any(s < 0 for s in shape)
-            or len(shape) > 4):
-        raise _malformed("volume shape or dtype")
+        out = _decode_codec(container, vh, shape, dtype, zsel, workers, progress, model)
+    except MemoryError:
+        raise MedzipError(f"not enough memory to decode a {math.prod(out_shape)}-voxel "
+                          f"{dtype.name} volume") from None
+    out = out.reshape(out_shape)
+    if zsel is None:
+        _check_digest(out, vh, binding=container.version >= (1, 1))
+    return out
+
+
+def _decode_codec(container, vh, shape, dtype, zsel, workers, progress, model) -> np.ndarray:
+    """The voxels as (t, z, y, x) (only slices ``zsel`` when given)."""
     t_, z_, y_, x_ = _as_4d(shape)
-    if slices is not None:
-        start, stop = (int(v) for v in slices)
-        if len(shape) < 3 or not 0 <= start < stop <= z_:
-            raise MedzipError(f"slice range {start}..{stop} is outside the volume's "
-                              f"{z_ if len(shape) >= 3 else 0} slices")
-        zsel = (start, stop)
-    else:
-        zsel = (0, z_)
+    zsel = zsel or (0, z_)
+    out4 = (t_, zsel[1] - zsel[0], y_, x_)
+    codec = vh.get("codec")
     if codec == "empty":
-        out = np.zeros(shape, dtype)
-    elif codec == "constant":
-        try:
-            out = np.full(shape, int(vh["min"]), dtype=dtype)
-        except _BAD_FIELD:
-            raise _malformed("constant value") from None
-    elif codec == "predictive":
+        if math.prod(shape):
+            raise _malformed("empty volume with voxels")
+        return np.zeros(out4, dtype)
+    if codec == "constant":
+        info = np.iinfo(dtype)
+        return np.full(out4, _field_int(vh.get("min"), "constant value", info.min, info.max),
+                       dtype=dtype)
+    if codec == "predictive":
         if min(t_, z_, y_, x_) < 1:
             raise _malformed("volume shape")
-        out = _decode_predictive(container, vh, (t_, z_, y_, x_), dtype, workers, progress, model,
-                                 zsel)
-        if slices is not None:
-            return out.reshape(shape[:-3] + out.shape[1:])
-        out = out.reshape(shape)
-    else:
-        raise UnsupportedVersionError(f"volume uses codec '{codec}', unknown to this medzip version")
-    if slices is not None:  # empty / constant: the range of the full (trivial) volume
-        return out.reshape((t_, z_, y_, x_))[:, zsel[0]:zsel[1]].reshape(shape[:-3] + (-1, y_, x_))
-    if _sha256(out) != vh.get("sha256"):
-        raise CorruptStreamError("decoded volume does not match its SHA-256: data is corrupted")
-    return out
+        return _decode_predictive(container, vh, (t_, z_, y_, x_), dtype, workers, progress,
+                                  model, zsel)
+    if isinstance(codec, str):
+        raise UnsupportedVersionError(f"volume uses codec '{codec[:40]}', unknown to this "
+                                      "medzip version")
+    raise _malformed("volume codec")
+
+
+def _check_memory(nbytes: int) -> None:
+    """Refuse an output that cannot fit this machine before touching it (a forged header must
+    not start a swap storm); smaller outputs are mapped lazily and fill as chunks decode."""
+    try:
+        limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not available: no extra limit
+        return
+    if nbytes > limit:
+        raise MedzipError(f"archive declares a {nbytes / 2**30:.1f} GiB volume, more than this "
+                          f"machine's {limit / 2**30:.1f} GiB of memory")
+
+
+def _chunk_places(chunks, t_: int, z_: int) -> list[tuple[int, int, int]]:
+    """``(t, z0, nz)`` of every chunk entry; they must tile each time point's slices exactly.
+
+    Checked by sorting, not with a (t, z) coverage array: a forged z of 2**28 costs nothing."""
+    if not isinstance(chunks, list) or not 1 <= len(chunks) <= t_ * z_:
+        raise _malformed("chunk index")
+    places = []
+    for c in chunks:
+        if not isinstance(c, dict):
+            raise _malformed("chunk index")
+        places.append((_field_int(c.get("t"), "chunk index", 0, t_ - 1),
+                       _field_int(c.get("z0"), "chunk index", 0, z_ - 1),
+                       _field_int(c.get("nz"), "chunk index", 1, z_)))
+    expect = (0, 0)
+    for t, z0, nz in sorted(places):
+        if (t, z0) != expect:
+            raise _malformed("chunks do not cover the volume")
+        expect = (t, z0 + nz) if z0 + nz < z_ else (t + 1, 0)
+        if z0 + nz > z_:
+            raise _malformed("chunks do not cover the volume")
+    if expect != (t_, 0):
+        raise _malformed("chunks do not cover the volume")
+    return places
 
 
 def _decode_predictive(container, vh, shape4, dtype, workers, progress, user_model, zsel):
     t_, z_, y_, x_ = shape4
-    try:
-        vmax, vmin, chunks = int(vh["vmax"]), int(vh["min"]), vh["chunks"]
-        model, params_ref = vh.get("model") or {}, vh["predictor_params"]
-        count = int(vh["value_table"]["count"]) if "value_table" in vh else None
-    except _BAD_FIELD:
-        raise _malformed("volume entry") from None
-    if (not 1 <= vmax < (1 << MAX_RANGE_BITS) or not isinstance(chunks, list)
-            or not isinstance(model, dict) or not isinstance(model.get("name"), str)
-            or (count is not None and count < 1)):
-        raise _malformed("volume entry")
-    params = container.section(params_ref, "predictor parameters")
-    try:
-        predictor = load_predictor(model, params, user_model)
-    except (ValueError, struct.error):
-        raise CorruptStreamError("predictor parameters are corrupted") from None
-    jobs, places = [], []
-    covered = np.zeros((t_, z_), np.int64)
-    for i, c in enumerate(chunks):
-        try:
-            t, z0, nz = int(c["t"]), int(c["z0"]), int(c["nz"])
-        except _BAD_FIELD:
-            raise _malformed("chunk index") from None
-        if not (0 <= t < t_ and 0 <= z0 and nz > 0 and z0 + nz <= z_):
-            raise _malformed("chunk index")
-        covered[t, z0:z0 + nz] += 1
-        label = f"chunk {i} (volume {t}, slices {z0}..{z0 + nz - 1})"
-        jobs.append((predictor, (nz, y_, x_), vmax, c, label))
-        places.append((t, z0, nz))
-    if not (covered == 1).all():
-        raise _malformed("chunks do not cover the volume")
+    vmax = _field_int(vh.get("vmax"), "value range", 1, (1 << MAX_RANGE_BITS) - 1)
+    vmin = _field_int(vh.get("min"), "minimum value", -(1 << 31), (1 << 32) - 1)
+    model, params_ref = vh.get("model"), vh.get("predictor_params")
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        raise _malformed("model entry")
+    places = _chunk_places(vh.get("chunks"), t_, z_)
     table, top = None, vmax
-    if count is not None:
-        table = _load_table(container.section(vh["value_table"], "value table"), count)
-        # the encoder writes ranks 0..vmax of strictly increasing offsets starting at 0
-        if table.size != vmax + 1 or table[0] != 0 or (np.diff(table) <= 0).any():
+    if "value_table" in vh:
+        entry = vh["value_table"]
+        # the encoder writes ranks 0..vmax of the used values, at most one per voxel and only
+        # for spans up to 2**24: check the count before anything is decompressed
+        count = _field_int(entry.get("count") if isinstance(entry, dict) else None,
+                           "value table", 1, min(1 << 24, t_ * z_ * y_ * x_))
+        if count != vmax + 1:
+            raise CorruptStreamError("value table is corrupted")
+        table = _load_table(container.section(entry, "value table"), count)
+        if table[0] != 0 or (np.diff(table) <= 0).any():
             raise CorruptStreamError("value table is corrupted")
         top = int(table[-1])
     info = np.iinfo(dtype)
     if vmin < info.min or vmin + top > info.max:  # else astype would wrap silently
         raise CorruptStreamError(f"volume values {vmin}..{vmin + top} do not fit {dtype}: "
                                  "data is corrupted")
+    params = container.section(params_ref, "predictor parameters")
+    try:
+        predictor = load_predictor(model, params, user_model)
+    except (ValueError, struct.error):
+        raise CorruptStreamError("predictor parameters are corrupted") from None
     # only the chunks that cover the requested slices; the output starts at the first of them
     wanted = [i for i, (_, z0, nz) in enumerate(places) if z0 < zsel[1] and z0 + nz > zsel[0]]
+    if not wanted:  # an empty slice range
+        return np.empty((t_, 0, y_, x_), dtype)
     base = min(places[i][1] for i in wanted)
     span = max(places[i][1] + places[i][2] for i in wanted) - base
     out_shape = (t_, span, y_, x_)
-    count_out = int(np.prod(out_shape))
-    shared = mmap.mmap(-1, max(count_out * dtype.itemsize, 1))  # workers write into it
-    out = np.frombuffer(shared, dtype, count=count_out).reshape(out_shape)
-    _JOB.update(container=container, out=out, table=table, vmin=vmin)
+    count_out = math.prod(out_shape)
+    shared_out = start_method() == "fork" or workers <= 1
     try:
-        _run(_decode_job, [jobs[i] + ((places[i][0], places[i][1] - base),) for i in wanted],
-             workers, [places[i][2] * y_ * x_ for i in wanted], progress, "decompress",
-             predictor, vmax)
-    finally:
-        _JOB.clear()
-    if (base, span) == (0, z_):
-        return out
+        # an anonymous shared mapping: pages are only committed as decoded slices land in them
+        buf = mmap.mmap(-1, max(count_out * dtype.itemsize, 1))
+    except (OSError, OverflowError, ValueError):
+        raise MedzipError(f"not enough memory to decode a {count_out}-voxel volume") from None
+    out = np.frombuffer(buf, dtype, count=count_out).reshape(out_shape)
+    state = _DecodeState(container, predictor, (y_, x_), vmax, vmin, table, dtype,
+                         out if shared_out else None)
+    chunks = vh["chunks"]
+    jobs = []
+    for i in wanted:
+        t, z0, nz = places[i]
+        label = f"chunk {i} (volume {t}, slices {z0}..{z0 + nz - 1})"
+        jobs.append((chunks[i], label, nz, (t, z0 - base)))
+    parts = _run(_decode_job, state, jobs, resolve_workers(workers),
+                 [places[i][2] * y_ * x_ for i in wanted], progress, "decompress", predictor,
+                 vmax)
+    if not shared_out:
+        for (_, _, nz, (t, z0)), part in zip(jobs, parts):
+            out[t, z0:z0 + nz] = part
     return out[:, zsel[0] - base:zsel[1] - base]
 
 
 def volume_summary(vh: dict) -> dict:
-    shape = [int(s) for s in vh.get("shape", [])]
-    voxels = int(np.prod(shape)) if shape else 0
-    dtype = np.dtype(vh.get("dtype", "u1"))
-    stored = sum(int(c.get("length", 0)) for c in vh.get("chunks", []))
-    return {"shape": shape, "dtype": dtype.name, "voxels": voxels,
+    """What ``medzip info`` shows of one volume entry, without decoding; a malformed entry
+    raises CorruptStreamError (never another exception type)."""
+    if not isinstance(vh, dict):
+        raise _malformed("volume entry")
+    shape, dtype = _volume_shape(vh)
+    chunks = vh.get("chunks", [])
+    if not isinstance(chunks, list) or not all(isinstance(c, dict) for c in chunks):
+        raise _malformed("chunk index")
+    stored = sum(_field_int(c.get("length"), "chunk index", 0, 1 << 62) for c in chunks)
+    model = vh.get("model") if isinstance(vh.get("model"), dict) else {}
+    voxels = math.prod(shape)
+    return {"shape": list(shape), "dtype": dtype.name, "voxels": voxels,
             "raw_bytes": voxels * dtype.itemsize, "stored_bytes": stored,
-            "chunks": len(vh.get("chunks", [])), "codec": vh.get("codec"),
-            "model": (vh.get("model") or {}).get("name"),
-            "model_sha256": (vh.get("model") or {}).get("sha256"),
+            "chunks": len(chunks), "codec": vh.get("codec"),
+            "model": model.get("name"), "model_sha256": model.get("sha256"),
             "bits_per_voxel": 8.0 * stored / voxels if voxels else 0.0}
+
+
+def section_refs(vh: dict) -> list[dict]:
+    """Every section a volume entry points at (bounds checks without decoding)."""
+    refs = [c for c in vh.get("chunks", []) if isinstance(c, dict)]
+    refs += [vh[k] for k in ("predictor_params", "value_table") if isinstance(vh.get(k), dict)]
+    return refs

@@ -4,6 +4,7 @@
     python tests/golden/make_golden.py --force    # after an intentional ls3d/format change
     python tests/golden/make_golden.py --set lstm # add files for the current medzip-lstm model
                                                   # (tests/golden/lstm; earlier models' files stay)
+    python tests/golden/make_golden.py --set paper  # the same for medzip-paper (tests/golden/paper)
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -71,9 +72,23 @@ def source_sha256(arr: np.ndarray) -> str:
 # and medzip-blend (default since format 1.1: levels 5 and 9), on three of the crops above.
 LSTM_CASES = {name: CASES[name] for name in
               ("ct_nema_2x64x64_u2", "mr_fmri4d_2x4x32x32_i2", "mr_dwi_b0_4x40x40_be_u2")}
+# The published MedZip configuration (slow: ~2 k voxels/s): two tiny crops, CT and MR.
+PAPER_CASES = {
+    "ct_nema_2x12x12_u2": (
+        "ct_nema_enhanced_2frame [:, 220:232, 220:232] (genuine CT, pydicom-data, MIT)",
+        lambda: _crop("ct_nema_enhanced_2frame", slice(None), slice(220, 232), slice(220, 232)),
+        {}),
+    "mr_dwi_b0_3x12x12_u2": (
+        "mr_dwi_b0_dipy_S0_10slices [3:6, 50:62, 50:62] (genuine MR, dipy, BSD-3)",
+        lambda: _crop("mr_dwi_b0_dipy_S0_10slices", slice(3, 6), slice(50, 62), slice(50, 62)),
+        {}),
+}
 SETS = {"ls3d": (HERE, CASES, {"model": "ls3d"}),
         "lstm": (HERE / "lstm", LSTM_CASES, {"level": 5, "model": "medzip-lstm"}),
+        "paper": (HERE / "paper", PAPER_CASES, {"model": "medzip-paper"}),
         "blend": (HERE / "blend", LSTM_CASES, {"level": 5})}
+# Sets whose files are tagged with the model version that wrote them.
+MODEL_SETS = {"lstm": "medzip-lstm", "paper": "medzip-paper"}
 
 
 def main() -> int:
@@ -88,11 +103,11 @@ def main() -> int:
         cases = {**cases, name + "_level9": (cases[name][0], cases[name][1], {"level": 9})}
     manifest_path = out_dir / "manifest.json"
     entries = {}
-    if args.set == "lstm":
+    if args.set in MODEL_SETS:
         # One generation per model version: files of earlier models stay, so every shipped
         # model keeps a decode test; names carry the model's SHA-256 prefix.
-        from medzip.predictors.lstm import builtin_model
-        tag = builtin_model("medzip-lstm").sha256[:12]
+        from medzip.predictors.models import builtin_model
+        tag = builtin_model(MODEL_SETS[args.set]).sha256[:12]
         if manifest_path.exists():
             entries = json.loads(manifest_path.read_text())["volumes"]
         cases = {f"{name}@{tag}": case for name, case in cases.items()}

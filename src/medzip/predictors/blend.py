@@ -27,12 +27,14 @@ import numba
 import numpy as np
 import zstandard
 
-from ..entropy import N_BUCKETS
-from ..intmath import log2_q3, solve_normal_equations
+from ..intmath import solve_normal_equations
 from ..scheduling import PAD, PaddedGeometry
 from .bias import bias_context, bias_correction, bias_update, new_statistics
 from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
-from .lstm import N_FEATURES, LSTMPredictor, ModelFile, _step_outputs, voxel_features
+from .base import PredictorBase, ResidualChunk
+from .contexts import activity_bucket, residual_activity
+from .lstm import N_FEATURES, LSTMPredictor, _step_outputs, voxel_features
+from .models import ModelFile
 
 NAME = "medzip-blend"
 VERSION = 1
@@ -51,7 +53,7 @@ ERR_CAP = 255  # expert errors are kept as uint8 (>> err_shift)
 ERR_RING = 8
 
 
-class BlendPredictor:
+class BlendPredictor(PredictorBase):
     name = NAME
     lag = 4
     censored = True  # the residual coder folds the mass outside [0, vmax] onto the boundaries
@@ -255,8 +257,9 @@ def _accumulate(vol, flat, row, plane, off3, edges, athr, shift, ata, atb):
                 ata[c, p, q] += a[p] * a[q]
 
 
-class _BlendChunk:
+class _BlendChunk(ResidualChunk):
     def __init__(self, pred: BlendPredictor, geom: PaddedGeometry, vmax: int):
+        super().__init__(geom, vmax)
         self.p = pred
         self.off3 = flat_offsets(OFFS_3D, geom)
         self.off2 = flat_offsets(OFFS_2D, geom)
@@ -268,7 +271,7 @@ class _BlendChunk:
         self.err_shift = max(0, int(vmax).bit_length() - 12)
         self.bc_sum, self.bc_cnt = new_statistics()
 
-    def predict(self, vol, res, flat, zloc):
+    def predict(self, vol, flat, zloc):
         n = flat.size
         mu = np.empty(n, np.int64)
         bucket = np.empty(n, np.int64)
@@ -276,13 +279,14 @@ class _BlendChunk:
         self._corr = np.empty(n, np.int64)
         self._pred = np.empty((n, N_EXPERTS), np.int64)
         p = self.p
-        _blend_predict(vol, res, self.err, flat, zloc, self.off3, p.ls.coef3, self.off2,
+        _blend_predict(vol, self.res, self.err, flat, zloc, self.off3, p.ls.coef3, self.off2,
                        p.ls.coef2, p.ccoef, p.edges, p.athr, self.row, self.plane, self.vmax,
                        p.power, p.experts, p.bias_cancel, self.bc_sum, self.bc_cnt, mu, bucket, self._ctx,
                        self._corr, self._pred)
         return mu, bucket
 
-    def update(self, vol, res, flat, zloc, residual):
+    def update(self, vol, flat, zloc, residual):
+        self.res[flat] = residual
         _blend_update(vol, flat, self._pred, self.err, self.err_shift, self.row)
         if self.p.bias_cancel:
             bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
@@ -298,7 +302,7 @@ class _BlendLSTMChunk(_BlendChunk):
         self.h = np.zeros((n_rows, net.hidden), np.int64)
         self.c = np.zeros((n_rows, net.hidden), np.int64)
 
-    def predict(self, vol, res, flat, zloc):
+    def predict(self, vol, flat, zloc):
         n = flat.size
         p, lp = self.p, self.p.net
         net = lp.net
@@ -310,7 +314,7 @@ class _BlendLSTMChunk(_BlendChunk):
         self._pred = np.empty((n, N_EXPERTS), np.int64)
         u = np.empty(n, np.int64)
         xh = np.empty((n, net.inputs + net.hidden), np.float32)
-        _blend_lstm_inputs(vol, res, self.err, flat, zloc, self.off3, p.ls.coef3, self.off2,
+        _blend_lstm_inputs(vol, self.res, self.err, flat, zloc, self.off3, p.ls.coef3, self.off2,
                            p.ls.coef2, p.ccoef, p.edges, p.athr, self.row, self.plane, self.vmax,
                            p.power, p.experts, self.h, xh, u, self._base, self._pred)
         _step_outputs(xh, lp.w_t, vol, flat, zloc, self.row, self.plane, self.vmax, self.h,
@@ -319,9 +323,9 @@ class _BlendLSTMChunk(_BlendChunk):
                       p.bias_cancel, mu, bucket, self._ctx, self._corr)
         return mu, bucket
 
-    def update(self, vol, res, flat, zloc, residual):
-        # the network reads residuals of the base prediction: keep those in res
-        res[flat] = vol[flat] - self._base
+    def update(self, vol, flat, zloc, residual):
+        # the network reads residuals of the base prediction: keep those
+        self.res[flat] = vol[flat] - self._base
         _blend_update(vol, flat, self._pred, self.err, self.err_shift, self.row)
         if self.p.bias_cancel:
             bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
@@ -420,11 +424,7 @@ def _blend_predict(vol, res, err, flat, zloc, off3, c3, off2, c2, ccoef, edges, 
         z = zloc[i]
         mu = blend_base(vol, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, row, plane, vmax,
                         power, experts, pred_out[i], e)
-        pr = abs(np.int64(res[f - plane])) if z > 0 else abs(np.int64(res[f - 2]))
-        act = 2 * abs(np.int64(res[f - 1])) + abs(res[f - row]) + abs(res[f - row - 1]) \
-            + abs(res[f - row + 1]) + pr
-        b = (log2_q3(8 * act + 4) - 45 + 18) >> 2
-        b = min(max(b, 0), N_BUCKETS - 1)
+        b = activity_bucket(residual_activity(res, f, z, row, plane))
         ctx = 0
         corr = 0
         if bias_cancel:

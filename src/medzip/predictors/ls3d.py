@@ -14,22 +14,24 @@ import struct
 import numba
 import numpy as np
 
-from ..entropy import N_BUCKETS
-from ..intmath import log2_q3, solve_normal_equations
+from ..intmath import solve_normal_equations
 from ..scheduling import PaddedGeometry
+from .base import PredictorBase, ResidualChunk
+from .contexts import activity_bucket, residual_activity
 from .bias import bias_context, bias_correction, bias_update, new_statistics
 
 FRAC = 12
 OFFS_2D = [(0, 0, -1), (0, -1, 0), (0, -1, -1), (0, -1, 1), (0, 0, -2), (0, -2, 0)]
 OFFS_3D = OFFS_2D + [(-1, dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 MAX_FIT_SAMPLES = 1 << 20
+FIT_PLANES = 32  # slices sampled (evenly) for the fit: enough for stable coefficients
 
 
 def flat_offsets(offsets, geom: PaddedGeometry) -> np.ndarray:
     return np.array([dz * geom.plane + dy * geom.row + dx for dz, dy, dx in offsets], np.int64)
 
 
-class LS3DPredictor:
+class LS3DPredictor(PredictorBase):
     name = "ls3d"
     lag = 4
 
@@ -67,7 +69,7 @@ def _fit(vol4: np.ndarray, offsets, need_prev: bool) -> np.ndarray:
     planes = [(t, z) for t in range(t_) for z in range(z_lo, z_)]
     if not planes or y_ * x_ == 0:
         return _identity_coefficients(k)
-    take = planes[:: max(1, len(planes) // 32)]
+    take = planes[:: max(1, len(planes) // FIT_PLANES)]
     step = max(1, int(np.sqrt(len(take) * y_ * x_ / MAX_FIT_SAMPLES)))
     shift = max(0, int(vol4.max()).bit_length() - 16)  # keep integer products far from overflow
     ata = np.zeros((k + 1, k + 1), np.int64)
@@ -99,8 +101,9 @@ def _identity_coefficients(k: int) -> np.ndarray:
     return c
 
 
-class _LSChunk:
+class _LSChunk(ResidualChunk):
     def __init__(self, pred: LS3DPredictor, geom: PaddedGeometry, vmax: int):
+        super().__init__(geom, vmax)
         self.off3 = flat_offsets(OFFS_3D, geom)
         self.off2 = flat_offsets(OFFS_2D, geom)
         self.c3, self.c2 = pred.coef3, pred.coef2
@@ -108,18 +111,19 @@ class _LSChunk:
         self.bc_sum, self.bc_cnt = new_statistics()
         self._ctx = self._corr = None
 
-    def predict(self, vol, res, flat, zloc):
+    def predict(self, vol, flat, zloc):
         n = flat.size
         mu = np.empty(n, np.int64)
         bucket = np.empty(n, np.int64)
         self._ctx = np.empty(n, np.int64)
         self._corr = np.empty(n, np.int64)
-        _ls_predict(vol, res, flat, zloc, self.off3, self.c3, self.off2, self.c2, self.row,
+        _ls_predict(vol, self.res, flat, zloc, self.off3, self.c3, self.off2, self.c2, self.row,
                     self.plane, self.vmax, self.bc_sum, self.bc_cnt, mu, bucket, self._ctx,
                     self._corr)
         return mu, bucket
 
-    def update(self, vol, res, flat, zloc, residual):
+    def update(self, vol, flat, zloc, residual):
+        self.res[flat] = residual
         bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
 
 
@@ -143,12 +147,7 @@ def _ls_predict(vol, res, flat, zloc, off3, c3, off2, c2, row, plane, vmax, bc_s
     for i in range(flat.size):
         f = flat[i]
         mu = ls_prediction(vol, f, zloc[i], off3, c3, off2, c2)
-        pr = abs(res[f - plane]) if zloc[i] > 0 else abs(res[f - 2])
-        act = 2 * abs(res[f - 1]) + abs(res[f - row]) + abs(res[f - row - 1]) \
-            + abs(res[f - row + 1]) + pr
-        # mean |residual| ~ act / 6  ->  bucket = 2*log2(scale) + 4
-        b = (log2_q3(8 * act + 4) - 45 + 18) >> 2
-        b = min(max(b, 0), N_BUCKETS - 1)
+        b = activity_bucket(residual_activity(res, f, zloc[i], row, plane))
         ctx = bias_context(vol, f, zloc[i], row, plane, mu, b)
         corr = bias_correction(bc_sum, bc_cnt, ctx)
         mu += corr

@@ -11,21 +11,18 @@ ones more. A bias canceller adapts the mean to the volume while coding (online a
 """
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 
 import numba
 import numpy as np
 
 from ..entropy import N_BUCKETS
-from ..errors import ModelMismatchError, UnsupportedInputError
+from ..errors import UnsupportedInputError
 from ..intlstm import QuantLSTMParams, cell_update, exact_float32_weights, linear_head
 from ..intmath import log2_q3
 from ..scheduling import PaddedGeometry
+from .base import PredictorBase, ResidualChunk
+from .models import ModelFile
+from .contexts import ACTIVITY_WEIGHT, residual_activity
 from .bias import bias_context, bias_correction, bias_update, new_statistics
 from .ls3d import OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets, ls_prediction
 
@@ -33,92 +30,7 @@ from .ls3d import OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets, ls_prediction
 # the in-slice LS prediction and previous-slice LS residuals - were tried and bought nothing.)
 N_FEATURES = len(OFFS_3D) + 7 + 3
 FEATURE_GAIN = 16  # feature = (value - mu_ls) * 16 / U, clipped to int8
-MODEL_FORMAT = 1
-
-
-class ModelFile:
-    """A versioned .npz of integer weights; its SHA-256 identifies it in streams."""
-
-    def __init__(self, blob: bytes, origin: str):
-        self.blob = blob
-        self.sha256 = hashlib.sha256(blob).hexdigest()
-        try:
-            with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            self.meta = json.loads(bytes(arrays.pop("meta_json")).decode())
-        except Exception as exc:  # any unreadable file is the user's input problem
-            raise UnsupportedInputError(f"{origin}: not a medzip model file ({exc})") from None
-        if self.meta.get("format") != MODEL_FORMAT or self.meta.get("kind") not in ("row-lstm", "paper"):
-            raise UnsupportedInputError(f"{origin}: unsupported medzip model (format/kind)")
-        self.name = self.meta["name"]
-        self.arrays = arrays
-        self.origin = origin
-
-
-# Name -> the file encoders use now. Files of earlier versions stay in models/ as
-# "<name>@<sha256 prefix>.npz" so that streams coded with them keep decoding.
-BUILTIN_MODELS = {"medzip-lstm": "medzip-lstm.npz", "medzip-paper": "medzip-paper.npz"}
-
-
-def _models_dir():
-    return resources.files("medzip") / "models"
-
-
-@lru_cache(maxsize=8)
-def builtin_model(name: str) -> ModelFile:
-    fname = BUILTIN_MODELS[name]
-    ref = _models_dir() / fname
-    if not ref.is_file():
-        raise UnsupportedInputError(f"built-in model '{name}' is not installed ({fname} missing)")
-    return ModelFile(ref.read_bytes(), f"built-in model {name}")
-
-
-@lru_cache(maxsize=16)
-def _builtin_by_sha(name: str, sha256: str) -> ModelFile | None:
-    """Current or earlier built-in file of this name with this SHA-256, if shipped."""
-    current = builtin_model(name)
-    if current.sha256 == sha256:
-        return current
-    ref = _models_dir() / f"{name}@{sha256[:12]}.npz"
-    if ref.is_file():
-        old = ModelFile(ref.read_bytes(), f"built-in model {name} ({sha256[:12]})")
-        if old.sha256 == sha256:
-            return old
-    return None
-
-
-def load_model(spec: str) -> ModelFile:
-    """A built-in model name, or a path to a model file."""
-    if spec in BUILTIN_MODELS:
-        return builtin_model(spec)
-    path = Path(spec)
-    if not path.is_file():
-        raise UnsupportedInputError(
-            f"unknown model '{spec}': not a built-in ({', '.join(BUILTIN_MODELS)}) nor a file")
-    return ModelFile(path.read_bytes(), str(path))
-
-
-def find_model(entry: dict, user_model: str | None = None) -> ModelFile:
-    """Decoder side: the model named by the stream, checked by SHA-256."""
-    want = entry.get("sha256")
-    candidates = []
-    if user_model:
-        candidates.append(load_model(user_model))
-    elif entry.get("name") in BUILTIN_MODELS and isinstance(want, str):
-        found = _builtin_by_sha(entry["name"], want)
-        if found is not None:
-            return found
-        candidates.append(builtin_model(entry["name"]))
-    for m in candidates:
-        if m.sha256 == want:
-            return m
-    have = f" (supplied model has SHA-256 {candidates[0].sha256[:12]}…)" if candidates else ""
-    raise ModelMismatchError(
-        f"stream was coded with model '{entry.get('name')}' SHA-256 {str(want)[:12]}…, which is "
-        f"not available{have}; pass the same model file with --model")
-
-
-class LSTMPredictor:
+class LSTMPredictor(PredictorBase):
     lag = 4
 
     def __init__(self, model: ModelFile, ls: LS3DPredictor, bias_cancel: bool | None = None):
@@ -153,8 +65,9 @@ class LSTMPredictor:
         return _LSTMChunk(self, geom, vmax)
 
 
-class _LSTMChunk:
+class _LSTMChunk(ResidualChunk):
     def __init__(self, pred: LSTMPredictor, geom: PaddedGeometry, vmax: int):
+        super().__init__(geom, vmax)
         self.p = pred
         self.net = pred.net
         self.off3 = flat_offsets(OFFS_3D, geom)
@@ -165,7 +78,7 @@ class _LSTMChunk:
         self.c = np.zeros((n_rows, self.net.hidden), np.int64)
         self.bc_sum, self.bc_cnt = new_statistics()
 
-    def predict(self, vol, res, flat, zloc):
+    def predict(self, vol, flat, zloc):
         n = flat.size
         net = self.net
         mu = np.empty(n, np.int64)
@@ -175,7 +88,7 @@ class _LSTMChunk:
         self._corr = np.empty(n, np.int64)
         u = np.empty(n, np.int64)
         xh = np.empty((n, net.inputs + net.hidden), np.float32)
-        _step_inputs(vol, res, flat, zloc, self.off3, self.p.ls.coef3, self.off2,
+        _step_inputs(vol, self.res, flat, zloc, self.off3, self.p.ls.coef3, self.off2,
                      self.p.ls.coef2, self.row, self.plane, self.vmax, self.h, xh, u, self._mu_ls)
         _step_outputs(xh, self.p.w_t, vol, flat, zloc, self.row, self.plane, self.vmax, self.h, self.c,
                       net.b, net.shift, net.sig, net.tanh_g, net.tanh_c, net.head_w, net.head_b,
@@ -183,9 +96,9 @@ class _LSTMChunk:
                       self.p.bias_cancel, mu, bucket, self._ctx, self._corr)
         return mu, bucket
 
-    def update(self, vol, res, flat, zloc, residual):
-        # this model reads residuals of the LS prediction, not the coded ones: keep those in res
-        res[flat] = vol[flat] - self._mu_ls
+    def update(self, vol, flat, zloc, residual):
+        # this model reads residuals of the LS prediction, not the coded ones: keep those
+        self.res[flat] = vol[flat] - self._mu_ls
         if self.p.bias_cancel:
             bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
 
@@ -205,8 +118,8 @@ def voxel_features(vol, els, f, z, mu_ls, row, plane, off3, vmax, out):
     e_ww = els[f - 2]
     e_nn = els[f - 2 * row]
     e_p = els[f - plane] if z > 0 else e_ww
-    act = 2 * abs(e_w) + abs(e_n) + abs(e_nw) + abs(e_ne) + abs(e_p)
-    u = 1 + act // 6
+    act = residual_activity(els, f, z, row, plane)
+    u = 1 + act // ACTIVITY_WEIGHT
     nk = off3.size
     for k in range(nk):
         if k >= 6 and z == 0:

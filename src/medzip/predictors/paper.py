@@ -27,12 +27,12 @@ import struct
 import numba
 import numpy as np
 
-from ..entropy import N_BUCKETS
 from ..errors import UnsupportedInputError
 from ..intlstm import C_CLAMP, C_FRAC, LUT_HALF, QuantLSTMParams
-from ..intmath import log2_q3
 from ..scheduling import PaddedGeometry
-from .lstm import ModelFile
+from .base import PredictorBase, ResidualChunk
+from .contexts import activity_bucket, residual_activity
+from .models import ModelFile
 
 SLOPE = 7  # wavefront slope new models are trained for: t = x + SLOPE * y + lag * z
 
@@ -89,7 +89,7 @@ def load_paper_net(model: ModelFile) -> QuantLSTMParams:
     return net
 
 
-class PaperPredictor:
+class PaperPredictor(PredictorBase):
     name = "medzip-paper"
     lag = LAG
     pad = CUR_HALF
@@ -143,24 +143,25 @@ class PaperPredictor:
         return mu
 
 
-class _PaperChunk:
-    """Stateless apart from the decoded values and residuals the engine keeps."""
+class _PaperChunk(ResidualChunk):
+    """Stateless apart from the coded residuals (they set the scale buckets)."""
 
     def __init__(self, pred: PaperPredictor, geom: PaddedGeometry, vmax: int):
+        super().__init__(geom, vmax)
         if geom.pad < PaperPredictor.pad or geom.zpad < PaperPredictor.zpad:
             raise ValueError("chunk padding too small for the MedZip-paper neighbourhood")
         self.p = pred
         self.src = source_offsets(geom, pred.slope)
         self.row, self.plane, self.vmax = geom.row, geom.plane, vmax
 
-    def predict(self, vol, res, flat, zloc):
+    def predict(self, vol, flat, zloc):
         mu = self.p.predict_voxels(vol, flat, self.src, self.vmax)
         bucket = np.empty(flat.size, np.int64)
-        _residual_buckets(res, flat, zloc, self.row, self.plane, bucket)
+        _residual_buckets(self.res, flat, zloc, self.row, self.plane, bucket)
         return mu, bucket
 
-    def update(self, vol, res, flat, zloc, residual):
-        pass
+    def update(self, vol, flat, zloc, residual):
+        self.res[flat] = residual
 
 
 # -- kernels ------------------------------------------------------------------------------------
@@ -182,9 +183,9 @@ def _lut_index(a, s):
 
 @numba.njit(cache=True)
 def run_sequence(seq, wx, wh, b, shift, sig, tanh_g, tanh_c, h, c, acc):
-    """The intlstm.lstm_cell arithmetic over one input sequence; final state left in h, c.
+    """The LSTM step arithmetic of intlstm.cell_update over one input sequence; final state left in h, c.
 
-    Same integers as lstm_cell(x=[seq[t]], ...) step by step (tests check this); only the
+    Same integers as a plain step-by-step reference (tests/int_reference.py); only the
     recurrent dot product runs on int16 data so the compiler can vectorise it.
     """
     hid = h.size
@@ -242,10 +243,6 @@ def _paper_predict(vol, flat, src, lo, span, vmax, wx, wh, b, shift, sig, tanh_g
 
 @numba.njit(cache=True)
 def _residual_buckets(res, flat, zloc, row, plane, b_out):
-    """Scale bucket from neighbouring |residuals| (the ls3d rule: bucket ~ 2 log2(mean|r|) + 4)."""
+    """Scale bucket from neighbouring |residuals| (the ls3d rule, predictors/contexts.py)."""
     for i in range(flat.size):
-        f = flat[i]
-        pr = abs(res[f - plane]) if zloc[i] > 0 else abs(res[f - 2])
-        act = 2 * abs(res[f - 1]) + abs(res[f - row]) + abs(res[f - row - 1]) \
-            + abs(res[f - row + 1]) + pr
-        b_out[i] = min(max((log2_q3(8 * act + 4) - 27) >> 2, 0), N_BUCKETS - 1)
+        b_out[i] = activity_bucket(residual_activity(res, flat[i], zloc[i], row, plane))

@@ -1,12 +1,16 @@
 """Names and levels -> predictor objects, on both the encoder and the decoder side."""
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from ..errors import UnsupportedInputError, UnsupportedVersionError
 from .blend import NAME as BLEND, VERSION as BLEND_VERSION, BlendPredictor
 from .ls3d import LS3DPredictor
-from .lstm import LSTMPredictor, find_model, load_model
+from .lstm import LSTMPredictor
+from .models import find_model, load_model
+from .paper import PaperPredictor
 
 DEFAULT_LEVEL = 5
 LEVELS = {"fast": 1, "default": DEFAULT_LEVEL, "strong": 9}
@@ -19,54 +23,88 @@ def model_for_level(level: int) -> str:
     return "ls3d" if level <= 3 else "medzip-lstm" if level == 4 else BLEND
 
 
-SEARCH_LEVEL = 7
+def parse_level(level) -> int:
+    """A level as an int 1..9 or a name from LEVELS (``"strong"``); None is the default."""
+    if level is None:
+        return DEFAULT_LEVEL
+    if isinstance(level, str) and level.strip().lower() in LEVELS:
+        return LEVELS[level.strip().lower()]
+    try:
+        number = operator.index(level) if not isinstance(level, str) else int(level)
+    except (TypeError, ValueError):
+        names = ", ".join(LEVELS)
+        raise UnsupportedInputError(f"compression level must be 1..9 or one of {names}, "
+                                    f"got {level!r}") from None
+    model_for_level(number)
+    return number
+
+
+SEARCH_LEVEL = 7  # levels from here on try several encoder options and keep the smallest
+
+
+def _fit_row_lstm(mf, vol4: np.ndarray, level: int) -> list:
+    """The row LSTM over a per-volume LS fit; from SEARCH_LEVEL also without its bias
+    canceller and the plain LS predictor (decoding runs only the winner)."""
+    ls = LS3DPredictor.fit(vol4)
+    first = LSTMPredictor(mf, ls)
+    out = [first]
+    if level >= SEARCH_LEVEL:
+        out += [LSTMPredictor(mf, ls, bias_cancel=not first.bias_cancel), ls]
+    return out
+
+
+def _fit_blend(vol4: np.ndarray, level: int) -> list:
+    """medzip-blend: the blend of experts as base, the shipped row LSTM on top, censored coding;
+    from SEARCH_LEVEL also without bias canceller, on the global LS base only and without the
+    LSTM."""
+    first = BlendPredictor.fit(vol4, lstm=load_model("medzip-lstm"))
+    out = [first]
+    if level >= SEARCH_LEVEL:
+        out += [first.variant(bias_cancel=False),  # small masked MR: the canceller can cost
+                first.variant(experts=0b00001),  # global LS base only
+                first.variant(lstm=None)]  # the classical blend alone
+    return out
+
+
+def _fit_paper(mf, vol4: np.ndarray, level: int) -> list:
+    return [PaperPredictor(mf, vol4)]  # needs no least-squares front end
+
+
+# Predictors defined by code alone, by the name in the stream's model entry:
+# name -> (fit(vol4, level) -> candidates, from_params(blob)).
+CLASSICAL = {
+    "ls3d": (lambda vol4, level: [LS3DPredictor.fit(vol4)], LS3DPredictor.from_params),
+}
+# Predictors defined by a model file, by the file's "kind":
+# kind -> (fit(model, vol4, level) -> candidates, from_params(model, blob)).
+MODEL_KINDS = {
+    "row-lstm": (_fit_row_lstm, LSTMPredictor.from_params),
+    "paper": (_fit_paper, PaperPredictor.from_params),
+}
 
 
 def fit_candidates(model: str, vol4: np.ndarray, level: int) -> list:
-    """Encoder side: predictors to try, each ``(predictor, header entry)``; the smallest wins.
-
-    medzip-blend (levels 5-9) at levels >= 7 also tries it without bias canceller, on the global
-    LS base only and without the LSTM. With ``model="medzip-lstm"``, levels >= 7 encode the
-    row-LSTM model with and without its bias canceller and also with ls3d. The smallest stream
-    wins (slower encoding; decoding runs only the winner).
-    """
+    """Encoder side: predictors to try, each ``(predictor, header entry)``, in order of
+    preference; the smallest stream wins (ties keep the earlier)."""
     if model == BLEND:
-        # the blend of experts as base, the shipped row LSTM on top, censored coding
-        first = BlendPredictor.fit(vol4, lstm=load_model("medzip-lstm"))
-        out = [first]
-        if level >= SEARCH_LEVEL:
-            out += [first.variant(bias_cancel=False),  # small masked MR: the canceller can cost
-                    first.variant(experts=0b00001),  # global LS base only
-                    first.variant(lstm=None)]  # the classical blend alone
-        return [(p, p.header_entry()) for p in out]
-    mf = None if model == "ls3d" else load_model(model)
-    if mf is not None and mf.meta["kind"] == "paper":  # needs no least-squares front end
-        from .paper import PaperPredictor
-        pred = PaperPredictor(mf, vol4)
-        return [(pred, pred.header_entry())]
-    ls = LS3DPredictor.fit(vol4)
-    if mf is None:
-        return [(ls, {"name": "ls3d"})]
-    first = LSTMPredictor(mf, ls)
-    out = [(first, first.header_entry())]
-    if level >= SEARCH_LEVEL:
-        other = LSTMPredictor(mf, ls, bias_cancel=not first.bias_cancel)
-        out += [(other, other.header_entry()), (ls, {"name": "ls3d"})]
-    return out
+        preds = _fit_blend(vol4, level)
+    elif model in CLASSICAL:
+        preds = CLASSICAL[model][0](vol4, level)
+    else:
+        mf = load_model(model)
+        preds = MODEL_KINDS[mf.meta["kind"]][0](mf, vol4, level)
+    return [(p, p.header_entry()) for p in preds]
 
 
 def load_predictor(entry: dict, params: bytes, user_model: str | None = None):
     """Decoder side: rebuild the predictor the stream names, refusing anything else."""
-    if entry.get("name") == "ls3d":
-        return LS3DPredictor.from_params(params)
     if entry.get("name") == BLEND:
         if entry.get("version") != BLEND_VERSION:
             raise UnsupportedVersionError(f"stream uses {BLEND} version {entry.get('version')}; "
                                           f"this medzip decodes version {BLEND_VERSION}")
         lstm = find_model(entry["lstm"], user_model) if isinstance(entry.get("lstm"), dict) else None
         return BlendPredictor.from_params(params, lstm)
+    if entry.get("name") in CLASSICAL:
+        return CLASSICAL[entry["name"]][1](params)
     mf = find_model(entry, user_model)
-    if mf.meta["kind"] == "paper":
-        from .paper import PaperPredictor
-        return PaperPredictor.from_params(mf, params)
-    return LSTMPredictor.from_params(mf, params)
+    return MODEL_KINDS[mf.meta["kind"]][1](mf, params)

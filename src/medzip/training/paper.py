@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..predictors import paper as P
-from ..predictors.lstm import MODEL_FORMAT, ModelFile
+from ..predictors.models import MODEL_FORMAT, ModelFile
 from ..scheduling import PaddedGeometry
 from ..volume_codec import chunk_bounds
 from .data import load_volume, mapped_volume

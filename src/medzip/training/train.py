@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..predictors.lstm import MODEL_FORMAT, N_FEATURES
+from ..predictors.lstm import N_FEATURES
+from ..predictors.models import MODEL_FORMAT
 from .data import RowSet, load_volume, volume_rows
 from .qlstm import QRowLSTM
 

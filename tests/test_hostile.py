@@ -1,0 +1,255 @@
+"""Hostile archives: a ``.mzp`` from someone else may cost only a bounded amount of memory and
+time, and may raise nothing but a MedzipError (or decode to exactly the original).
+
+Every case runs in a forked child under an address-space limit (``RLIMIT_AS``), so an
+allocation made from an unchecked header number fails the test instead of the machine; the
+child reports the outcome and how far its resident memory grew.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import resource
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+
+import medzip
+from medzip.errors import CorruptStreamError, MedzipError
+
+from conftest import Stream, recrc_header
+from test_determinism import sample_array
+
+HEADROOM = 768 << 20  # address space a child may add to what it inherited
+RSS_BUDGET = 256 << 20  # resident memory a hostile archive may cost on top of the start
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) << 10
+    raise KeyError(key)
+
+
+def _child(conn, fn, args):
+    start_rss = _status("VmRSS")
+    limit = _status("VmSize") + HEADROOM
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        result = ("ok", fn(*args))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which judges it
+        result = ("raised", f"{type(exc).__name__}: {exc}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
+    conn.send((*result, max(0, peak - start_rss)))
+    conn.close()
+
+
+def run_limited(fn, *args, timeout: float = 300):
+    """``(status, value, rss_growth)`` of ``fn(*args)`` run in a memory-limited forked child."""
+    parent, child = multiprocessing.get_context("fork").Pipe(duplex=False)
+    proc = multiprocessing.get_context("fork").Process(target=_child, args=(child, fn, args))
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(timeout):
+            pytest.fail(f"child did not finish within {timeout} s")
+        return parent.recv()
+    finally:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+
+
+def _outcome(data: bytes, original: np.ndarray) -> str:
+    """What decoding and inspecting ``data`` did: 'exact', 'corrupt', 'refused' or a leak."""
+    try:
+        medzip.inspect(data)
+    except MedzipError:
+        pass
+    except Exception as exc:  # noqa: BLE001
+        return f"LEAK inspect {type(exc).__name__}: {exc}"[:300]
+    try:
+        out = medzip.decompress(data)
+    except CorruptStreamError as exc:
+        return "corrupt" if "\n" not in str(exc) else "LEAK multi-line message"
+    except MedzipError as exc:
+        return "refused" if "\n" not in str(exc) else "LEAK multi-line message"
+    except Exception as exc:  # noqa: BLE001
+        return f"LEAK decompress {type(exc).__name__}: {exc}"[:300]
+    if out.dtype == original.dtype and out.shape == original.shape \
+            and np.array_equal(out, original):
+        return "exact"
+    return "WRONG array decoded without an error"
+
+
+@pytest.fixture(scope="module")
+def real():
+    arr = sample_array()[:4, :40, :40]
+    return arr, medzip.compress(arr, level=1, chunk_slices=2)
+
+
+@pytest.fixture(scope="module")
+def sparse():
+    arr = (sample_array()[:4, :40, :40] // 7 * 7).astype(np.uint16)  # a value table
+    data = medzip.compress(arr, level=1, chunk_slices=2)
+    assert "value_table" in Stream.parse(data).header["volumes"][0]
+    return arr, data
+
+
+def _edit(data: bytes, fn) -> bytes:
+    s = Stream.parse(data)
+    fn(s.header["volumes"][0], s.header)
+    return s.build()
+
+
+def _many_chunks(vh, h):
+    vh["chunks"] = [dict(vh["chunks"][0], z0=i) for i in range(100_000)]
+
+
+# Forged headers with valid CRCs, each named for what it forges (see issue: memory was
+# allocated from these numbers before they were checked).
+FORGED = {
+    "value_table_count_2e28": lambda vh, h: vh["value_table"].update(count=2 ** 28),
+    "value_table_count_object": lambda vh, h: vh["value_table"].update(count={}),
+    "member_declares_1GiB": lambda vh, h: h["members"].append(
+        {"name": "x", "codec": "zstd", "size": 2 ** 30, "sha256": "0" * 64, "offset": 0,
+         "length": 9, "crc32": 0}),
+    "member_size_infinity": lambda vh, h: h["members"].append(
+        {"name": "x", "codec": "zstd", "size": float("inf"), "sha256": "", "offset": 0,
+         "length": 1, "crc32": 0}),
+    "member_without_sha256": lambda vh, h: h["members"].append(
+        {"name": "x", "codec": "raw", "size": 1, "offset": 0, "length": 1, "crc32": 0}),
+    "z_2e28_one_chunk": lambda vh, h: (vh.update(shape=[2 ** 28, 40, 40]),
+                                       vh["chunks"].__setitem__(0, dict(vh["chunks"][0], nz=2 ** 28))),
+    "shape_2e40_voxels": lambda vh, h: vh.update(shape=[2 ** 20, 2 ** 10, 2 ** 10]),
+    "constant_2e36_voxels": lambda vh, h: vh.update(codec="constant", shape=[2 ** 12] * 3),
+    "100k_chunk_entries": _many_chunks,
+    "chunk_offset_infinity": lambda vh, h: vh["chunks"][0].update(offset=float("inf")),
+    "chunk_offset_nan": lambda vh, h: vh["chunks"][0].update(offset=float("nan")),
+    "chunk_length_2e62": lambda vh, h: vh["chunks"][0].update(length=2 ** 62),
+    "chunk_nz_bool": lambda vh, h: vh["chunks"][0].update(nz=True),
+    "shape_string": lambda vh, h: vh.update(shape="2x6"),
+    "shape_dimension_huge": lambda vh, h: vh.update(shape=[4, 40, 2 ** 70]),
+    "dtype_nonsense": lambda vh, h: vh.update(dtype="nonsense"),
+    "dtype_object": lambda vh, h: vh.update(dtype={"a": 1}),
+    "chunks_list_of_ints": lambda vh, h: vh.update(chunks=[1]),
+    "vmax_huge": lambda vh, h: vh.update(vmax=2 ** 60),
+    "min_float": lambda vh, h: vh.update(min=0.5),
+    "model_not_object": lambda vh, h: vh.update(model=[1]),
+    "volumes_of_strings": lambda vh, h: h.update(volumes=["x"]),
+    "members_not_list": lambda vh, h: h.update(members={"a": 1}),
+    "source_not_object": lambda vh, h: h.update(source=[1, 2]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORGED))
+def test_forged_header_is_refused_cheaply(name, real, sparse):
+    arr, data = sparse if name.startswith("value_table") else real
+    bad = _edit(data, FORGED[name])
+    status, value, growth = run_limited(_outcome, bad, arr)
+    assert status == "ok", value
+    assert value in ("corrupt", "refused"), f"{name}: {value}"
+    assert growth < RSS_BUDGET, f"{name}: resident memory grew by {growth >> 20} MiB"
+
+
+@pytest.mark.parametrize("edit", ["dtype", "leading_axis"])
+def test_digest_binds_dtype_and_shape(real, edit):
+    arr, data = real
+
+    def forge(vh, h):
+        if edit == "dtype":
+            vh["dtype"] = "<i2" if vh["dtype"] == "<u2" else "<u2"
+        else:  # same bytes, another array: only the digest can tell
+            vh["shape"] = [1] + vh["shape"]
+
+    out = _outcome(_edit(data, forge), arr)
+    assert out == "corrupt", out
+
+
+def _mutations(data: bytes, count: int, seed: int):
+    """Byte flips anywhere, truncations, and header edits with the CRC recomputed."""
+    rng = random.Random(seed)
+    s = Stream.parse(data)
+    values = [-1, 0, 1, 2 ** 31, 2 ** 63, 10 ** 30, float("inf"), float("nan"), -0.5, "x", "",
+              None, True, [], {}, [1, 2], {"offset": 0}]
+
+    def paths(node, prefix=()):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield prefix + (k,)
+                yield from paths(v, prefix + (k,))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield prefix + (i,)
+                yield from paths(v, prefix + (i,))
+
+    all_paths = list(paths(s.header))
+    for k in range(count):
+        kind = k % 4
+        if kind == 0:  # raw damage
+            b = bytearray(data)
+            for _ in range(rng.randint(1, 4)):
+                b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+            yield "bit flips", bytes(b)
+        elif kind == 1:  # truncation, or damage in the header with the CRC fixed
+            if rng.random() < 0.5:
+                yield "truncation", data[:rng.randrange(len(data))]
+            else:
+                b = bytearray(data)
+                b[s.header_start + rng.randrange(s.body_start - 4 - s.header_start)] ^= \
+                    1 << rng.randrange(8)
+                yield "header flip, CRC fixed", recrc_header(bytes(b))
+        else:  # a header field replaced, CRC fixed
+            t = Stream.parse(data)
+            path = rng.choice(all_paths)
+            node = t.header
+            for p in path[:-1]:
+                node = node[p]
+            node[path[-1]] = rng.choice(values) if kind == 2 else (
+                node[path[-1]] * rng.choice([2, 3, 2 ** 20]) if isinstance(node[path[-1]], int)
+                and not isinstance(node[path[-1]], bool) else rng.choice(values))
+            yield "field edit, CRC fixed", t.build()
+
+
+def _fuzz(data: bytes, original: np.ndarray, count: int, seed: int) -> dict:
+    tally: dict = {}
+    worst = (0, "")
+    for kind, blob in _mutations(data, count, seed):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        outcome = _outcome(blob, original)
+        key = (kind, outcome)
+        tally[key] = tally.get(key, 0) + 1
+        slow = time.perf_counter() - t0
+        grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        worst = max(worst, (grew, kind))
+        if slow > 20:
+            tally[(kind, f"LEAK slow: {slow:.0f} s")] = 1
+    return {"tally": tally, "worst_rss_growth_kib": worst}
+
+
+def test_fuzzed_archives_raise_only_medzip_errors(real, sparse):
+    """>= 2,000 mutations of two real archives (one with a value table)."""
+    results = []
+    for (arr, data), seed in ((real, 1), (sparse, 2)):
+        status, value, growth = run_limited(_fuzz, data, arr, 1000, seed, timeout=600)
+        assert status == "ok", value
+        results.append((value, growth))
+    tally: dict = {}
+    for value, _ in results:
+        for key, n in value["tally"].items():
+            tally[key] = tally.get(key, 0) + n
+    print("\nfuzz outcomes:")
+    for (kind, outcome), n in sorted(tally.items()):
+        print(f"  {kind:24s} {outcome:10s} {n}")
+    print("peak RSS growth per child (MiB):", [g >> 20 for _, g in results])
+    leaks = {k: n for k, n in tally.items() if k[1] not in ("exact", "corrupt", "refused")}
+    assert not leaks, leaks
+    assert sum(tally.values()) >= 2000
+    assert all(g < RSS_BUDGET for _, g in results)
