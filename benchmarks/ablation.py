@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from medzip.predictors import lstm as lstm_mod
+from medzip.predictors.models import load_model
 from medzip.predictors.blend import BlendPredictor
 from medzip.predictors.ls3d import LS3DPredictor
 from medzip.training.data import mapped_volume
@@ -54,7 +55,7 @@ def main() -> None:
     ap.add_argument("--model", default="medzip-lstm")
     ap.add_argument("names", nargs="*")
     args = ap.parse_args()
-    model = lstm_mod.load_model(args.model)
+    model = load_model(args.model)
     print(f"model {model.name} sha256 {model.sha256[:12]}  (* = not seen in training)")
     print("| volume | " + " | ".join(COLUMNS) + " | default / ls3d |")
     print("|---" * (len(COLUMNS) + 2) + "|")
