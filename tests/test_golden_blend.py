@@ -1,6 +1,6 @@
 """Golden streams of the default predictor, medzip-blend (``make_golden.py --set blend``).
 
-* Every later medzip must decode them exactly (format 1.1 streams: censored residual coding,
+* Every later medzip must decode them exactly (medzip-blend v1 streams: censored residual coding,
   classified least squares, blend of experts, row LSTM on top).
 * Re-encoding today gives the same bytes (``test_ALARM_blend_encoder_output_changed``): the fit,
   the integer kernels, the model file and the censored coder are still the ones that wrote them.

@@ -69,7 +69,7 @@ def source_sha256(arr: np.ndarray) -> str:
 
 
 # The row LSTM (level 4, or level 5 with model="medzip-lstm"; streams of medzip <= 0.1's default)
-# and medzip-blend (default since format 1.1: levels 5 and 9), on three of the crops above.
+# and medzip-blend v1 (the default: levels 5 and 9), on three of the crops above.
 LSTM_CASES = {name: CASES[name] for name in
               ("ct_nema_2x64x64_u2", "mr_fmri4d_2x4x32x32_i2", "mr_dwi_b0_4x40x40_be_u2")}
 # The published MedZip configuration (slow: ~2 k voxels/s): two tiny crops, CT and MR.
