@@ -1,10 +1,14 @@
-"""What each part of the default model buys, in real coded bits/voxel (not estimates).
+"""What each modelling step buys, in real coded bits/voxel (not estimates).
 
-Variants, all through the real coder on the genuine 3-D volumes of ../shared/data/volumes:
-  ls3d            per-volume least squares + bias canceller (level 1)
-  lstm-no-bias    the row LSTM without the online bias canceller
-  lstm            the default model (level 5)
-Usage: python benchmarks/ablation.py [--data DIR] [--model NAME|FILE]
+Variants, all through the real coder (chunking as medzip.compress, parameter bytes counted):
+  ls3d         per-volume least squares + bias canceller (level 1)
+  +censor      the same, coded with the distribution censored at the volume's floor/ceiling
+  +classes     classified least squares alone (one LS set per causal class), censored
+  +blend       blend of the five experts by local error (medzip-blend without the LSTM)
+  +lstm        the row LSTM on top of the blend: the default (level 5)
+  lstm-0.1     the previous default (row LSTM on global LS, uncensored), for reference
+Volumes: every .npy in --data (default ../shared/data/volumes), or the names given.
+Usage: python benchmarks/ablation.py [--data DIR] [--model NAME|FILE] [NAMES...]
 """
 from __future__ import annotations
 
@@ -15,19 +19,19 @@ from pathlib import Path
 import numpy as np
 
 from medzip.predictors import lstm as lstm_mod
+from medzip.predictors.models import load_model
+from medzip.predictors.blend import BlendPredictor
 from medzip.predictors.ls3d import LS3DPredictor
 from medzip.training.data import mapped_volume
 from medzip.volume_codec import chunk_bounds, chunk_geometry, code_chunk
 
-GENUINE_3D = ["ct_head_invesalius_cranium", "mr_epi_trio_axasc35_heudiconv",
-              "mr_pasl_prisma_0051_dicom3tools", "mr_pasl_prisma_0001_dicomnifti",
-              "mr_dwi_b0_dipy_S0_10slices", "mr_epi_dipy_aniso_vox", "mr_emri_small_pydicom",
-              "mr_head_opendx_dxsamples", "mr_epi_fslpy_example_func",
-              "mr_heart_8bit_16frame_amijs"]
+# validation volumes of the shipped medzip-lstm (docs/MODELS.md): never seen in training
+HELD_OUT = {"ct_head_invesalius_cranium", "mr_dwi_b0_dipy_S0_10slices", "mr_head_opendx_dxsamples"}
+COLUMNS = ["ls3d", "+censor", "+classes", "+blend", "+lstm", "lstm-0.1"]
 
 
 def coded_bits(pred, vol4) -> int:
-    bits = 0
+    bits = 8 * len(pred.params())
     vmax = int(vol4.max())
     for t in range(vol4.shape[0]):
         for z0, nz in chunk_bounds(vol4.shape[1], None):
@@ -36,26 +40,33 @@ def coded_bits(pred, vol4) -> int:
     return bits
 
 
+def variants(vol4, model):
+    ls = LS3DPredictor.fit(vol4)
+    censored = LS3DPredictor(ls.coef3, ls.coef2)
+    censored.censored = True  # instance flag: the engine asks the coder to censor
+    blend = BlendPredictor.fit(vol4, ls)
+    return [ls, censored, blend.variant(experts=0b00010), blend, blend.variant(lstm=model),
+            lstm_mod.LSTMPredictor(model, ls)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/volumes")
     ap.add_argument("--model", default="medzip-lstm")
+    ap.add_argument("names", nargs="*")
     args = ap.parse_args()
-    model = lstm_mod.load_model(args.model)
-    print(f"model {model.name} sha256 {model.sha256[:12]}")
-    print(f"{'volume':36s} {'ls3d':>8s} {'lstm-no-bias':>13s} {'lstm':>8s}  lstm/ls3d")
-    for name in GENUINE_3D:
-        path = args.data / f"{name}.npy"
-        if not path.exists():
-            continue
-        vol4 = mapped_volume(np.load(path))
+    model = load_model(args.model)
+    print(f"model {model.name} sha256 {model.sha256[:12]}  (* = not seen in training)")
+    print("| volume | " + " | ".join(COLUMNS) + " | default / ls3d |")
+    print("|---" * (len(COLUMNS) + 2) + "|")
+    names = args.names or sorted(p.stem for p in args.data.glob("*.npy"))
+    for name in names:
+        vol4 = mapped_volume(np.load(args.data / f"{name}.npy"))
         vol4 = vol4.astype(np.int32 if vol4.max() < (1 << 30) else np.int64)
-        ls = LS3DPredictor.fit(vol4)
-        nobias = lstm_mod.LSTMPredictor(model, ls)
-        nobias.bias_cancel = False
-        full = lstm_mod.LSTMPredictor(model, ls)
-        row = [coded_bits(p, vol4) / vol4.size for p in (ls, nobias, full)]
-        print(f"{name:36s} {row[0]:8.4f} {row[1]:13.4f} {row[2]:8.4f}  {row[2] / row[0]:.4f}", flush=True)
+        row = [coded_bits(p, vol4) / vol4.size for p in variants(vol4, model)]
+        star = " *" if name in HELD_OUT else ""
+        print(f"| {name}{star} | " + " | ".join(f"{b:.4f}" for b in row)
+              + f" | {row[4] / row[0]:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def test_same_bytes_and_voxels_under_environment(sample, level, env_name, tmp_pa
         assert not got["torch_imported"], "compress/decompress must not import torch"
 
 
-@pytest.mark.parametrize("level", [1, 5, 9])
+@pytest.mark.parametrize("level", [1, 4, 5, 9])
 def test_chunking_and_workers_give_identical_voxels(sample, level):
     _, arr = sample
     ref = medzip.compress(arr, level=level, workers=1)
@@ -107,7 +107,7 @@ def _one_step_inputs(level):
     return pred, geom, padded, int(vol4.max()), list(wavefront(geom, pred.lag, pred.slope))
 
 
-@pytest.mark.parametrize("level", [1, 5, 9])
+@pytest.mark.parametrize("level", [1, 4, 5, 9])
 def test_prediction_does_not_depend_on_batch_split(level):
     """Predicting a wavefront step in one call or in pieces gives identical integers.
 

@@ -75,16 +75,17 @@ def test_real_volume_chunking_and_workers_give_identical_bytes():
     assert np.array_equal(medzip.decompress(one, workers=2), arr)
 
 
-@pytest.mark.parametrize("level", [1, 5, 9])
+@pytest.mark.parametrize("level", [1, 4, 5, 9])
 def test_level_roundtrip(level):
-    """Every level (classical, default LSTM, strong LSTM) on small real crops."""
+    """Every predictor (classical, row LSTM, default medzip-blend, strong) on small real crops."""
     for item in PIP_ARRAYS[:3]:
         a = item.load()
         arr = a[..., :3, :24, :24] if a.ndim >= 3 else a
         blob = medzip.compress(arr, level=level)
         out = medzip.decompress(blob)
         assert out.dtype.str == arr.dtype.str and np.array_equal(out, arr)
-        assert medzip.inspect(blob)["volumes"][0]["model"] in ("ls3d", "medzip-lstm", None)  # None: constant crop
+        model = medzip.inspect(blob)["volumes"][0]["model"]
+        assert model in ("ls3d", "medzip-lstm", "medzip-blend", None)  # None: constant crop
 
 
 @pytest.mark.parametrize("level", [1, 5])

@@ -15,6 +15,7 @@ same model on every platform. No transcendental function touches the probability
 from __future__ import annotations
 
 import constriction
+import numba
 import numpy as np
 
 N_BUCKETS = 40
@@ -27,9 +28,11 @@ LIMIT = 1 << 16  # halve a table when its total passes this: keeps it adaptive
 # (values up to 255 beyond the table) start 16x likelier than longer ones.
 ESC_SHORT_LENGTHS = 8
 ESC_SHORT_PRIOR = 16
+SHARED_FOLD = 32  # censored coding: voxels of a step sharing one folded distribution get one model
 
 _cat = constriction.stream.model.Categorical
 _uniform_family = constriction.stream.model.Uniform()
+_cat_family = constriction.stream.model.Categorical(perfect=False)  # one row per symbol
 
 # Low-bit shift per bucket: keeps sigma / 2**s in [8, 16).
 SHIFTS = np.maximum(0, (np.arange(N_BUCKETS) - 4) // 2 - 3).astype(np.int64)
@@ -44,9 +47,18 @@ def default_prior() -> np.ndarray:
 
 
 class ResidualCoder:
-    """Adaptive state shared by the encode and decode paths of one chunk."""
+    """Adaptive state shared by the encode and decode paths of one chunk.
 
-    def __init__(self, prior: np.ndarray | None = None):
+    With ``vmax`` set (a *censored* coder, requested by predictors with ``censored = True``;
+    streams of other predictors are coded exactly as before), every voxel's value is known to
+    lie in ``[0, vmax]``: given its prediction ``mu``, coarse symbols below ``(-mu) >> s`` or
+    above ``(vmax - mu) >> s`` are impossible, so their counts are added to those boundary
+    symbols (the floor gets all the mass at or below it), and the low bits of a boundary
+    symbol are coded over the values that remain possible.
+    """
+
+    def __init__(self, prior: np.ndarray | None = None, vmax: int | None = None):
+        self.vmax = vmax
         self.counts = (default_prior() if prior is None else np.array(prior, dtype=np.int64)).copy()
         if self.counts.shape != (N_BUCKETS, ALPHABET):
             raise ValueError("prior table has the wrong shape")
@@ -92,35 +104,121 @@ class ResidualCoder:
         sym = np.clip(q + (Q + 1), 0, ALPHABET - 1)
         return q, low, sym
 
-    def encode_step(self, enc, r: np.ndarray, buckets: np.ndarray) -> None:
+    def encode_step(self, enc, r: np.ndarray, buckets: np.ndarray,
+                    mu: np.ndarray | None = None) -> None:
         s = SHIFTS[buckets]
         q, low, sym = self._split(r, s)
-        order = np.argsort(buckets, kind="stable")
-        sb, ss = buckets[order], sym[order]
+        bounds = self._bounds(mu, s)
+        free = slice(None) if bounds is None else ~bounds[4]
+        order = np.argsort(buckets[free], kind="stable")
+        sb, ss = buckets[free][order], sym[free][order]
         cuts = np.flatnonzero(np.diff(sb)) + 1
-        for b, group in zip(sb[np.concatenate(([0], cuts))], np.split(ss, cuts)):
-            enc.encode(group.astype(np.int32), self._model(int(b)))
+        if sb.size:
+            for b, group in zip(sb[np.concatenate(([0], cuts))], np.split(ss, cuts)):
+                enc.encode(group.astype(np.int32), self._model(int(b)))
+        if bounds is not None and bounds[4].any():
+            sel = np.flatnonzero(bounds[4])
+            for group, model, rows in self._folded_models(buckets[sel], bounds[2][sel],
+                                                          bounds[3][sel]):
+                if rows is None:
+                    enc.encode(sym[sel[group]].astype(np.int32), model)
+                else:
+                    enc.encode(sym[sel[group]].astype(np.int32), model, rows)
         esc_len = self._encode_escapes(enc, q, sym)
-        self._encode_low(enc, low, s)
+        if bounds is None:
+            self._encode_low(enc, low, s)
+        else:
+            lmin, size = _low_range(q, s, bounds)
+            self._encode_low_sized(enc, low - lmin, size)
         self._adapt(buckets, sym, esc_len)
 
-    def decode_step(self, dec, buckets: np.ndarray) -> np.ndarray:
+    def decode_step(self, dec, buckets: np.ndarray, mu: np.ndarray | None = None) -> np.ndarray:
         s = SHIFTS[buckets]
-        order = np.argsort(buckets, kind="stable")
-        sb = buckets[order]
+        bounds = self._bounds(mu, s)
+        idx = np.arange(buckets.size) if bounds is None else np.flatnonzero(~bounds[4])
+        fb = buckets[idx]
+        order = np.argsort(fb, kind="stable")
+        sb = fb[order]
         cuts = np.flatnonzero(np.diff(sb)) + 1
         starts = np.concatenate(([0], cuts))
         ends = np.concatenate((cuts, [sb.size]))
         sym_sorted = np.empty(sb.size, dtype=np.int64)
-        for b, a, e in zip(sb[starts], starts, ends):
+        for b, a, e in zip(sb[starts] if sb.size else [], starts, ends):
             sym_sorted[a:e] = dec.decode(self._model(int(b)), int(e - a))
-        sym = np.empty_like(sym_sorted)
-        sym[order] = sym_sorted
+        sym = np.empty(buckets.size, dtype=np.int64)
+        sym[idx[order]] = sym_sorted
+        if bounds is not None and bounds[4].any():
+            sel = np.flatnonzero(bounds[4])
+            for group, model, rows in self._folded_models(buckets[sel], bounds[2][sel],
+                                                          bounds[3][sel]):
+                if rows is None:
+                    sym[sel[group]] = dec.decode(model, group.size)
+                else:
+                    sym[sel[group]] = dec.decode(model, rows)
         q = sym - (Q + 1)
         esc_len = self._decode_escapes(dec, q, sym)
-        low = self._decode_low(dec, s)
+        if bounds is None:
+            low = self._decode_low(dec, s)
+        else:
+            lmin, size = _low_range(q, s, bounds)
+            low = self._decode_low_sized(dec, size) + lmin
         self._adapt(buckets, sym, esc_len)
         return (q << s) + low
+
+    # -- censoring at the volume's floor and ceiling --------------------------------------------
+    def _bounds(self, mu, s):
+        """(qlo, qhi, symlo, symhi, bounded, low_min, low_max) or None (uncensored coder).
+
+        ``low_min`` is the smallest low-bits value allowed in symbol qlo, ``low_max`` the
+        largest in symbol qhi."""
+        if self.vmax is None or mu is None:
+            return None
+        qlo = (-mu) >> s
+        qhi = (self.vmax - mu) >> s
+        slo = np.clip(qlo + (Q + 1), 0, ALPHABET - 1)
+        shi = np.clip(qhi + (Q + 1), 0, ALPHABET - 1)
+        return (qlo, qhi, slo, shi, (slo > 0) | (shi < ALPHABET - 1),
+                -mu - (qlo << s), self.vmax - mu - (qhi << s))
+
+    def _folded_models(self, buckets, slo, shi):
+        """Coding calls for the bounded voxels: ``(positions, model, rows)``.
+
+        Each voxel's distribution is its bucket's counts with the impossible symbols folded onto
+        the bounds. A (bucket, bounds) combination shared by at least SHARED_FOLD voxels of the
+        step (padding, air at the CT floor) gets one model, in ascending key order; the other
+        voxels follow in step order, each with its own row (constriction's per-symbol family).
+        """
+        key = (buckets * ALPHABET + slo) * ALPHABET + shi
+        uniq, first, inv, cnt = np.unique(key, return_index=True, return_inverse=True,
+                                          return_counts=True)
+        calls = []
+        big = cnt >= SHARED_FOLD
+        if big.any():
+            order = np.argsort(inv, kind="stable")
+            ends = np.cumsum(cnt)
+            for u in np.flatnonzero(big):
+                row = _fold_rows(self.counts, buckets[first[u:u + 1]], slo[first[u:u + 1]],
+                                 shi[first[u:u + 1]])[0]
+                calls.append((order[ends[u] - cnt[u]:ends[u]], _cat(row, perfect=False), None))
+        rest = np.flatnonzero(~big[inv])
+        if rest.size:
+            calls.append((rest, _cat_family, _fold_rows(self.counts, buckets[rest], slo[rest],
+                                                         shi[rest])))
+        return calls
+
+    @staticmethod
+    def _encode_low_sized(enc, low, size):
+        sel = size > 1
+        if sel.any():
+            enc.encode(low[sel].astype(np.int32), _uniform_family, size[sel].astype(np.int32))
+
+    @staticmethod
+    def _decode_low_sized(dec, size):
+        low = np.zeros(size.size, dtype=np.int64)
+        sel = size > 1
+        if sel.any():
+            low[sel] = dec.decode(_uniform_family, size[sel].astype(np.int32))
+        return low
 
     # -- escapes: q beyond +-Q ----------------------------------------------------------------
     def _encode_escapes(self, enc, q, sym):
@@ -159,6 +257,35 @@ class ResidualCoder:
         if sel.any():
             low[sel] = dec.decode(_uniform_family, (np.int32(1) << s[sel].astype(np.int32)))
         return low
+
+
+@numba.njit(cache=True)
+def _fold_rows(counts, buckets, slo, shi):
+    """float64 rows (exact integers): counts[b] with entries outside [slo, shi] moved onto them."""
+    out = np.zeros((buckets.size, counts.shape[1]), np.float64)
+    for i in range(buckets.size):
+        row = counts[buckets[i]]
+        lo = slo[i]
+        hi = shi[i]
+        below = 0
+        for k in range(lo):
+            below += row[k]
+        above = 0
+        for k in range(hi + 1, row.size):
+            above += row[k]
+        for k in range(lo, hi + 1):
+            out[i, k] = row[k]
+        out[i, lo] += below
+        out[i, hi] += above
+    return out
+
+
+def _low_range(q, s, bounds):
+    """Low bits of a censored voxel: the first allowed value and the count of allowed values."""
+    qlo, qhi, _, _, _, low_min, low_max = bounds
+    lmin = np.where(q == qlo, low_min, 0)
+    lmax = np.where(q == qhi, low_max, (np.int64(1) << s) - 1)
+    return lmin, lmax - lmin + 1
 
 
 def _bit_length(v: np.ndarray) -> np.ndarray:

@@ -142,7 +142,8 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
     """Encode ``chunk`` (returns uint32 words) or decode ``words`` (returns the chunk)."""
     vol = np.zeros(geom.shape, work_dtype(vmax)).ravel()
     model = predictor.start_chunk(geom, vmax)
-    coder = ResidualCoder(predictor.prior)
+    # censored coding (entropy.ResidualCoder) for predictors whose stream version asks for it
+    coder = ResidualCoder(predictor.prior, vmax if getattr(predictor, "censored", False) else None)
     encoding = chunk is not None
     if encoding:
         geom.embed(chunk, vol)
@@ -155,9 +156,9 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
         mu, bucket = model.predict(vol, flat, zloc)
         if encoding:
             r = vol[flat] - mu
-            coder.encode_step(enc, r, bucket)
+            coder.encode_step(enc, r, bucket, mu)
         else:
-            r = coder.decode_step(dec, bucket)
+            r = coder.decode_step(dec, bucket, mu)
             x = mu + r
             if x.size and (x.min() < 0 or x.max() > vmax):
                 raise CorruptStreamError("coded data is corrupted (value out of range)")

@@ -68,7 +68,8 @@ def source_sha256(arr: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
 
 
-# The shipped default model: levels 5 (LSTM) and 9 (searched), on three of the crops above.
+# The row LSTM (level 4, or level 5 with model="medzip-lstm"; streams of medzip <= 0.1's default)
+# and medzip-blend v1 (the default: levels 5 and 9), on three of the crops above.
 LSTM_CASES = {name: CASES[name] for name in
               ("ct_nema_2x64x64_u2", "mr_fmri4d_2x4x32x32_i2", "mr_dwi_b0_4x40x40_be_u2")}
 # The published MedZip configuration (slow: ~2 k voxels/s): two tiny crops, CT and MR.
@@ -83,8 +84,9 @@ PAPER_CASES = {
         {}),
 }
 SETS = {"ls3d": (HERE, CASES, {"model": "ls3d"}),
-        "lstm": (HERE / "lstm", LSTM_CASES, {"level": 5}),
-        "paper": (HERE / "paper", PAPER_CASES, {"model": "medzip-paper"})}
+        "lstm": (HERE / "lstm", LSTM_CASES, {"level": 5, "model": "medzip-lstm"}),
+        "paper": (HERE / "paper", PAPER_CASES, {"model": "medzip-paper"}),
+        "blend": (HERE / "blend", LSTM_CASES, {"level": 5})}
 # Sets whose files are tagged with the model version that wrote them.
 MODEL_SETS = {"lstm": "medzip-lstm", "paper": "medzip-paper"}
 
@@ -96,7 +98,7 @@ def main() -> int:
     args = ap.parse_args()
     out_dir, cases, base_kwargs = SETS[args.set]
     out_dir.mkdir(exist_ok=True)
-    if args.set == "lstm":  # one file at the searched level too
+    if args.set in ("lstm", "blend"):  # one file at the searched level too
         name = "mr_dwi_b0_4x40x40_be_u2"
         cases = {**cases, name + "_level9": (cases[name][0], cases[name][1], {"level": 9})}
     manifest_path = out_dir / "manifest.json"

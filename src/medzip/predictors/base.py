@@ -61,6 +61,7 @@ class PredictorBase:
     pad: ClassVar[int] = PAD
     zpad: ClassVar[int] = ZPAD
     prior: np.ndarray | None = None
+    censored: ClassVar[bool] = False  # True: the coder folds the mass outside [0, vmax] (entropy.py)
 
     def header_entry(self) -> dict:
         return {"name": self.name}

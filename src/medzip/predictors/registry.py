@@ -5,7 +5,8 @@ import operator
 
 import numpy as np
 
-from ..errors import UnsupportedInputError
+from ..errors import UnsupportedInputError, UnsupportedVersionError
+from .blend import NAME as BLEND, VERSION as BLEND_VERSION, BlendPredictor
 from .ls3d import LS3DPredictor
 from .lstm import LSTMPredictor
 from .models import find_model, load_model
@@ -16,10 +17,10 @@ LEVELS = {"fast": 1, "default": DEFAULT_LEVEL, "strong": 9}
 
 
 def model_for_level(level: int) -> str:
-    """1-3: classical ls3d; 4-9: the row LSTM (7-9 also search encoder options, see below)."""
+    """1-3: classical ls3d; 4: the row LSTM; 5-9: medzip-blend (7-9 also search, see below)."""
     if not 1 <= level <= 9:
         raise UnsupportedInputError(f"compression level must be 1..9, got {level}")
-    return "ls3d" if level <= 3 else "medzip-lstm"
+    return "ls3d" if level <= 3 else "medzip-lstm" if level == 4 else BLEND
 
 
 def parse_level(level) -> int:
@@ -52,6 +53,19 @@ def _fit_row_lstm(mf, vol4: np.ndarray, level: int) -> list:
     return out
 
 
+def _fit_blend(vol4: np.ndarray, level: int) -> list:
+    """medzip-blend: the blend of experts as base, the shipped row LSTM on top, censored coding;
+    from SEARCH_LEVEL also without bias canceller, on the global LS base only and without the
+    LSTM."""
+    first = BlendPredictor.fit(vol4, lstm=load_model("medzip-lstm"))
+    out = [first]
+    if level >= SEARCH_LEVEL:
+        out += [first.variant(bias_cancel=False),  # small masked MR: the canceller can cost
+                first.variant(experts=0b00001),  # global LS base only
+                first.variant(lstm=None)]  # the classical blend alone
+    return out
+
+
 def _fit_paper(mf, vol4: np.ndarray, level: int) -> list:
     return [PaperPredictor(mf, vol4)]  # needs no least-squares front end
 
@@ -72,7 +86,9 @@ MODEL_KINDS = {
 def fit_candidates(model: str, vol4: np.ndarray, level: int) -> list:
     """Encoder side: predictors to try, each ``(predictor, header entry)``, in order of
     preference; the smallest stream wins (ties keep the earlier)."""
-    if model in CLASSICAL:
+    if model == BLEND:
+        preds = _fit_blend(vol4, level)
+    elif model in CLASSICAL:
         preds = CLASSICAL[model][0](vol4, level)
     else:
         mf = load_model(model)
@@ -82,6 +98,12 @@ def fit_candidates(model: str, vol4: np.ndarray, level: int) -> list:
 
 def load_predictor(entry: dict, params: bytes, user_model: str | None = None):
     """Decoder side: rebuild the predictor the stream names, refusing anything else."""
+    if entry.get("name") == BLEND:
+        if entry.get("version") != BLEND_VERSION:
+            raise UnsupportedVersionError(f"stream uses {BLEND} version {entry.get('version')}; "
+                                          f"this medzip decodes version {BLEND_VERSION}")
+        lstm = find_model(entry["lstm"], user_model) if isinstance(entry.get("lstm"), dict) else None
+        return BlendPredictor.from_params(params, lstm)
     if entry.get("name") in CLASSICAL:
         return CLASSICAL[entry["name"]][1](params)
     mf = find_model(entry, user_model)

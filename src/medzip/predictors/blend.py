@@ -1,0 +1,468 @@
+"""medzip-blend: context-classified least squares + a blend of experts by local error.
+
+Per volume the encoder fits, with exact integer normal equations (as ls3d does):
+* one global 3-D least-squares set (15 taps + bias) and one in-slice set (6 taps + bias);
+* one 3-D set per *class* of a causal classification of the neighbourhood (intensity band of
+  (W + N) / 2 x activity level x gradient direction x whether the previous slice agrees with
+  the current one). Band edges and activity thresholds are per-volume quantiles; a class gets
+  its own coefficients only where the volume has enough voxels of it to pay for them.
+
+While coding, five experts predict every voxel (Q4 fixed point): the global 3-D LS, the
+classified LS, the in-slice LS, "previous slice + in-plane gradient" and MED (the JPEG-LS
+median edge detector). Each expert's absolute errors on the already-decoded neighbours (W, N,
+NW, NE and the voxel above in the previous slice) give it a weight ``(best error / its error)^3``
+(integer), and the prediction is the weighted mean; the JPEG-LS style bias canceller and the
+residual-energy scale buckets of ls3d follow. The predictor also asks the residual coder to
+*censor* the distribution at the volume's floor and ceiling (entropy.py): the mass a voxel's
+distribution puts below 0 or above vmax is given to the boundary values, which is where clipped
+CT (air at -1024 HU) and masked MR put many voxels.
+
+Everything on the coding path is integer arithmetic in numba (no fast-math).
+"""
+from __future__ import annotations
+
+import struct
+
+import numba
+import numpy as np
+import zstandard
+
+from ..intmath import solve_normal_equations
+from ..scheduling import PAD, PaddedGeometry
+from .bias import bias_context, bias_correction, bias_update, new_statistics
+from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
+from .base import PredictorBase, ResidualChunk
+from .contexts import activity_bucket, residual_activity
+from .lstm import N_FEATURES, LSTMPredictor, _step_outputs, voxel_features
+from .models import ModelFile
+
+NAME = "medzip-blend"
+VERSION = 1
+N_BANDS = 4
+N_ACT = 3
+N_DIR = 3
+N_ZSIM = 2
+N_CLASSES = N_BANDS * N_ACT * N_DIR * N_ZSIM
+N_EXPERTS = 5
+ALL_EXPERTS = (1 << N_EXPERTS) - 1
+# A class's own 16 coefficients cost ~50 bytes in the stream; below this many voxels (estimated
+# over the whole volume) the gain cannot pay for them and the class uses the global set.
+MIN_CLASS_VOXELS = 16384
+MAX_FIT_SAMPLES = 1 << 21
+ERR_CAP = 255  # expert errors are kept as uint8 (>> err_shift)
+ERR_RING = 8
+
+
+class BlendPredictor(PredictorBase):
+    name = NAME
+    lag = 4
+    censored = True  # the residual coder folds the mass outside [0, vmax] onto the boundaries
+
+    def __init__(self, ls: LS3DPredictor, edges, athr, ccoef, bias_cancel: bool = True,
+                 power: int = 3, experts: int = ALL_EXPERTS, lstm: ModelFile | None = None):
+        self.ls = ls
+        self.edges = np.asarray(edges, np.int64)  # N_BANDS - 1 intensity band edges
+        self.athr = np.asarray(athr, np.int64)  # N_ACT - 1 activity thresholds
+        self.ccoef = np.asarray(ccoef, np.int64).reshape(N_CLASSES, len(OFFS_3D) + 1)
+        self.bias_cancel = bool(bias_cancel)
+        self.power = int(power)
+        self.experts = int(experts)  # bit k: expert k takes part in the blend
+        # optional row LSTM that corrects the blend (mean and scale), as medzip-lstm corrects LS
+        self.lstm = lstm
+        if lstm is not None:
+            self.net = LSTMPredictor(lstm, ls)  # validates the model; holds its integer weights
+            self.prior = self.net.prior
+
+    # -- serialisation ----------------------------------------------------------------------
+    def header_entry(self) -> dict:
+        entry = {"name": NAME, "version": VERSION}
+        if self.lstm is not None:
+            entry["lstm"] = {"name": self.lstm.name, "sha256": self.lstm.sha256}
+        return entry
+
+    def variant(self, **kw) -> "BlendPredictor":
+        """The same fit with other coding options (levels 7-9 try a few)."""
+        opts = dict(bias_cancel=self.bias_cancel, power=self.power, experts=self.experts,
+                    lstm=self.lstm)
+        opts.update(kw)
+        return BlendPredictor(self.ls, self.edges, self.athr, self.ccoef, **opts)
+
+    def params(self) -> bytes:
+        own = np.array([not np.array_equal(c, self.ls.coef3) for c in self.ccoef], bool)
+        body = np.concatenate([self.edges, self.athr, self.ccoef[own].ravel()]).astype("<i8")
+        head = struct.pack("<BBBB", VERSION, int(self.bias_cancel), self.power, self.experts)
+        lsb = self.ls.params()
+        packed = zstandard.ZstdCompressor(level=19).compress(
+            np.packbits(own).tobytes() + body.tobytes())
+        return head + struct.pack("<H", len(lsb)) + lsb + packed
+
+    @classmethod
+    def from_params(cls, blob: bytes, lstm: ModelFile | None = None) -> "BlendPredictor":
+        version, bias, power, experts = struct.unpack_from("<BBBB", blob)
+        if version != VERSION or bias > 1 or power not in (2, 3) or not 0 < experts <= ALL_EXPERTS:
+            raise ValueError("bad blend parameter block")
+        (n_ls,) = struct.unpack_from("<H", blob, 4)
+        ls = LS3DPredictor.from_params(blob[6:6 + n_ls])
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(blob[6 + n_ls:], max_output_size=1 << 20)
+        except zstandard.ZstdError:
+            raise ValueError("bad blend parameter block") from None
+        n_mask = (N_CLASSES + 7) // 8
+        own = np.unpackbits(np.frombuffer(raw[:n_mask], np.uint8))[:N_CLASSES].astype(bool)
+        k = len(OFFS_3D) + 1
+        body = np.frombuffer(raw[n_mask:], "<i8").astype(np.int64)
+        if len(raw) < n_mask or body.size != N_BANDS - 1 + N_ACT - 1 + k * int(own.sum()):
+            raise ValueError("bad blend parameter block")
+        edges, athr = body[:N_BANDS - 1], body[N_BANDS - 1:N_BANDS + N_ACT - 2]
+        ccoef = np.tile(ls.coef3, (N_CLASSES, 1))
+        ccoef[own] = body[N_BANDS + N_ACT - 2:].reshape(-1, k)
+        return cls(ls, edges, athr, ccoef, bool(bias), power, experts, lstm)
+
+    # -- encoder-side fit -------------------------------------------------------------------
+    @classmethod
+    def fit(cls, vol4: np.ndarray, ls: LS3DPredictor | None = None, **kw) -> "BlendPredictor":
+        ls = ls or LS3DPredictor.fit(vol4)
+        edges, athr, ccoef = _fit_classes(vol4, ls)
+        return cls(ls, edges, athr, ccoef, **kw)
+
+    def start_chunk(self, geom: PaddedGeometry, vmax: int):
+        if self.lstm is not None:
+            return _BlendLSTMChunk(self, geom, vmax)
+        return _BlendChunk(self, geom, vmax)
+
+
+def _sample_planes(vol4: np.ndarray):
+    t_, z_, y_, x_ = vol4.shape
+    planes = [(t, z) for t in range(t_) for z in range(1, z_)]
+    take = planes[:: max(1, len(planes) // 48)]
+    step = max(1, int(np.sqrt(len(take) * y_ * x_ / MAX_FIT_SAMPLES))) if take else 1
+    return take, step
+
+
+def _padded_pair(vol4, t, z):
+    _, _, y_, x_ = vol4.shape
+    pair = np.zeros((2, y_ + 4, x_ + 4), np.int64)
+    pair[1, 2:-2, 2:-2] = vol4[t, z]
+    pair[0, 2:-2, 2:-2] = vol4[t, z - 1]
+    return pair
+
+
+def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor):
+    """Per-volume class thresholds and per-class Q12 LS coefficients (global set as fallback)."""
+    k = len(OFFS_3D)
+    take, step = _sample_planes(vol4)
+    fallback = np.tile(ls.coef3, (N_CLASSES, 1))
+    if not take:
+        return np.zeros(N_BANDS - 1, np.int64), np.zeros(N_ACT - 1, np.int64), fallback
+    _, _, y_, x_ = vol4.shape
+    geom = PaddedGeometry(1, y_, x_, zpad=1)
+    off3 = flat_offsets(OFFS_3D, geom)
+    feats = []
+    for t, z in take:
+        pair = _padded_pair(vol4, t, z).ravel()
+        flat = _sample_flat(y_, x_, step, geom)
+        m = np.empty(flat.size, np.int64)
+        a = np.empty(flat.size, np.int64)
+        _features(pair, flat, geom.row, geom.plane, m, a)
+        feats.append((m, a))
+    m_all = np.concatenate([f[0] for f in feats])
+    a_all = np.concatenate([f[1] for f in feats])
+    # quantiles by exact integer sort (deterministic)
+    edges = np.sort(m_all)[(np.arange(1, N_BANDS) * m_all.size) // N_BANDS].astype(np.int64)
+    athr = np.sort(a_all)[(np.arange(1, N_ACT) * a_all.size) // N_ACT].astype(np.int64)
+    shift = max(0, int(vol4.max()).bit_length() - 16)
+    ata = np.zeros((N_CLASSES, k + 1, k + 1), np.int64)
+    atb = np.zeros((N_CLASSES, k + 1), np.int64)
+    for t, z in take:
+        pair = _padded_pair(vol4, t, z).ravel()
+        flat = _sample_flat(y_, x_, step, geom)
+        _accumulate(pair, flat, geom.row, geom.plane, off3, edges, athr, shift, ata, atb)
+    # voxels of the volume each sampled voxel stands for
+    scale = vol4.shape[0] * (vol4.shape[1] - 1) / len(take) * step * step
+    out = fallback.copy()
+    for c in range(N_CLASSES):
+        if ata[c, k, k] * scale < MIN_CLASS_VOXELS or ata[c, k, k] < 4 * (k + 1):
+            continue
+        sol = solve_normal_equations(ata[c], atb[c])
+        coef = [int(round(v * (1 << FRAC))) for v in sol[:k]]
+        bias = int(round(sol[k] * (1 << FRAC) * (1 << shift)))
+        out[c] = np.array(coef + [bias], np.int64)
+    return edges, athr, out
+
+
+def _sample_flat(y_, x_, step, geom):
+    yy, xx = np.mgrid[0:y_:step, 0:x_:step]
+    return ((geom.zpad * geom.shape[1] + yy.ravel() + geom.pad) * geom.row
+            + xx.ravel() + geom.pad).astype(np.int64)
+
+
+@numba.njit(cache=True, inline="always")
+def _raw_features(vol, f, row):
+    """(W + N) / 2, in-plane horizontal and vertical variation (causal values only)."""
+    w = np.int64(vol[f - 1])
+    n = np.int64(vol[f - row])
+    nw = np.int64(vol[f - row - 1])
+    ne = np.int64(vol[f - row + 1])
+    dh = abs(w - vol[f - 2]) + abs(n - nw) + abs(ne - n)
+    dv = abs(w - nw) + abs(n - vol[f - 2 * row]) + abs(ne - vol[f - 2 * row + 1])
+    return (w + n + 1) >> 1, dh, dv
+
+
+@numba.njit(cache=True)
+def _features(vol, flat, row, plane, m_out, a_out):
+    for i in range(flat.size):
+        m, dh, dv = _raw_features(vol, flat[i], row)
+        m_out[i] = m
+        a_out[i] = dh + dv
+
+
+@numba.njit(cache=True, inline="always")
+def voxel_class(vol, f, row, plane, edges, athr):
+    """Class of a voxel with a previous slice: band x activity x direction x z agreement."""
+    m, dh, dv = _raw_features(vol, f, row)
+    band = 0
+    for e in range(edges.size):
+        if m >= edges[e]:
+            band = e + 1
+    act = dh + dv
+    lvl = 0
+    for e in range(athr.size):
+        if act > athr[e]:
+            lvl = e + 1
+    d = 2
+    if 2 * dh < dv:
+        d = 0
+    elif 2 * dv < dh:
+        d = 1
+    dz = abs(np.int64(vol[f - 1]) - vol[f - plane - 1]) \
+        + abs(np.int64(vol[f - row]) - vol[f - plane - row])
+    zs = 1 if 2 * dz <= act else 0
+    return ((band * N_ACT + lvl) * N_DIR + d) * N_ZSIM + zs
+
+
+@numba.njit(cache=True)
+def _accumulate(vol, flat, row, plane, off3, edges, athr, shift, ata, atb):
+    k = off3.size
+    a = np.empty(k + 1, np.int64)
+    for i in range(flat.size):
+        f = flat[i]
+        c = voxel_class(vol, f, row, plane, edges, athr)
+        for j in range(k):
+            a[j] = vol[f + off3[j]] >> shift
+        a[k] = 1
+        target = vol[f] >> shift
+        for p in range(k + 1):
+            atb[c, p] += a[p] * target
+            for q in range(k + 1):
+                ata[c, p, q] += a[p] * a[q]
+
+
+class _BlendChunk(ResidualChunk):
+    def __init__(self, pred: BlendPredictor, geom: PaddedGeometry, vmax: int):
+        super().__init__(geom, vmax)
+        self.p = pred
+        self.off3 = flat_offsets(OFFS_3D, geom)
+        self.off2 = flat_offsets(OFFS_2D, geom)
+        self.row, self.plane, self.vmax = geom.row, geom.plane, vmax
+        if geom.pad != PAD:
+            raise ValueError("medzip-blend needs the default padding")
+        # per voxel, per expert: |error| >> err_shift, in a ring of ERR_RING columns per row
+        self.err = np.zeros(geom.shape[0] * geom.shape[1] * ERR_RING * N_EXPERTS, np.uint8)
+        self.err_shift = max(0, int(vmax).bit_length() - 12)
+        self.bc_sum, self.bc_cnt = new_statistics()
+
+    def predict(self, vol, flat, zloc):
+        n = flat.size
+        mu = np.empty(n, np.int64)
+        bucket = np.empty(n, np.int64)
+        self._ctx = np.empty(n, np.int64)
+        self._corr = np.empty(n, np.int64)
+        self._pred = np.empty((n, N_EXPERTS), np.int64)
+        p = self.p
+        _blend_predict(vol, self.res, self.err, flat, zloc, self.off3, p.ls.coef3, self.off2,
+                       p.ls.coef2, p.ccoef, p.edges, p.athr, self.row, self.plane, self.vmax,
+                       p.power, p.experts, p.bias_cancel, self.bc_sum, self.bc_cnt, mu, bucket, self._ctx,
+                       self._corr, self._pred)
+        return mu, bucket
+
+    def update(self, vol, flat, zloc, residual):
+        self.res[flat] = residual
+        _blend_update(vol, flat, self._pred, self.err, self.err_shift, self.row)
+        if self.p.bias_cancel:
+            bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
+
+
+class _BlendLSTMChunk(_BlendChunk):
+    """The blend as base prediction; the row LSTM adds its mean correction and scale."""
+
+    def __init__(self, pred: BlendPredictor, geom: PaddedGeometry, vmax: int):
+        super().__init__(pred, geom, vmax)
+        net = pred.net.net
+        n_rows = geom.shape[0] * geom.shape[1]
+        self.h = np.zeros((n_rows, net.hidden), np.int64)
+        self.c = np.zeros((n_rows, net.hidden), np.int64)
+
+    def predict(self, vol, flat, zloc):
+        n = flat.size
+        p, lp = self.p, self.p.net
+        net = lp.net
+        mu = np.empty(n, np.int64)
+        bucket = np.empty(n, np.int64)
+        self._base = np.empty(n, np.int64)
+        self._ctx = np.empty(n, np.int64)
+        self._corr = np.empty(n, np.int64)
+        self._pred = np.empty((n, N_EXPERTS), np.int64)
+        u = np.empty(n, np.int64)
+        xh = np.empty((n, net.inputs + net.hidden), np.float32)
+        _blend_lstm_inputs(vol, self.res, self.err, flat, zloc, self.off3, p.ls.coef3, self.off2,
+                           p.ls.coef2, p.ccoef, p.edges, p.athr, self.row, self.plane, self.vmax,
+                           p.power, p.experts, self.h, xh, u, self._base, self._pred)
+        _step_outputs(xh, lp.w_t, vol, flat, zloc, self.row, self.plane, self.vmax, self.h,
+                      self.c, net.b, net.shift, net.sig, net.tanh_g, net.tanh_c, net.head_w,
+                      net.head_b, net.head_shift, u, self._base, self.bc_sum, self.bc_cnt,
+                      p.bias_cancel, mu, bucket, self._ctx, self._corr)
+        return mu, bucket
+
+    def update(self, vol, flat, zloc, residual):
+        # the network reads residuals of the base prediction: keep those
+        self.res[flat] = vol[flat] - self._base
+        _blend_update(vol, flat, self._pred, self.err, self.err_shift, self.row)
+        if self.p.bias_cancel:
+            bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
+
+
+@numba.njit(cache=True, inline="always")
+def _slot(f, row):
+    """Error memory of voxel f: its row (all slices, all rows) and column modulo ERR_RING.
+
+    With lag 4 and slope 2 every reader of a voxel's errors (W, WW, N, NW, NE, NN of the same
+    slice, the voxel below in the next slice) is coded within 4 steps, before the voxel ERR_RING
+    columns to the right (8 steps later) reuses the slot; columns left of the first one are read
+    before anything is written there, and the one right of the last is skipped explicitly."""
+    return ((f // row) * ERR_RING + (f % row) % ERR_RING) * N_EXPERTS
+
+
+@numba.njit(cache=True, inline="always")
+def _lin_q4(vol, f, off, c):
+    acc = c[c.size - 1]
+    for k in range(off.size):
+        acc += c[k] * vol[f + off[k]]
+    return (acc + (1 << (FRAC - 5))) >> (FRAC - 4)
+
+
+@numba.njit(cache=True, inline="always")
+def _med(w, n, nw):
+    if nw >= max(w, n):
+        return min(w, n)
+    if nw <= min(w, n):
+        return max(w, n)
+    return w + n - nw
+
+
+@numba.njit(cache=True, inline="always")
+def blend_base(vol, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, row, plane, vmax, power,
+               experts, pred, e):
+    """The experts' Q4 predictions (into ``pred``) and their error-weighted mean, in [0, vmax]."""
+    ne = N_EXPERTS
+    w = np.int64(vol[f - 1])
+    n = np.int64(vol[f - row])
+    nw = np.int64(vol[f - row - 1])
+    med = 16 * _med(w, n, nw)
+    p2 = _lin_q4(vol, f, off2, c2)
+    if z > 0:
+        p0 = _lin_q4(vol, f, off3, c3)
+        cls = voxel_class(vol, f, row, plane, edges, athr)
+        p1 = _lin_q4(vol, f, off3, ccoef[cls])
+        pv = np.int64(vol[f - plane])
+        p3 = 16 * pv + 8 * ((w - vol[f - plane - 1]) + (n - vol[f - plane - row]))
+    else:
+        p0 = p2
+        p1 = p2
+        p3 = med
+    pred[0] = p0
+    pred[1] = p1
+    pred[2] = p2
+    pred[3] = p3
+    pred[4] = med
+    # each expert's absolute errors on the decoded neighbours (NE of the last column is padding)
+    ne_inside = f % row + 1 < row - PAD
+    emin = np.int64(1) << 40
+    for k in range(ne):
+        if not (experts >> k) & 1:
+            e[k] = np.int64(1) << 40
+            continue
+        s = 2 * np.int64(err[_slot(f - 1, row) + k]) + 2 * np.int64(err[_slot(f - row, row) + k]) \
+            + np.int64(err[_slot(f - row - 1, row) + k])
+        if ne_inside:
+            s += np.int64(err[_slot(f - row + 1, row) + k])
+        if z > 0:
+            s += 2 * np.int64(err[_slot(f - plane, row) + k])
+        else:
+            s += np.int64(err[_slot(f - 2, row) + k]) + np.int64(err[_slot(f - 2 * row, row) + k])
+        e[k] = 2 + s
+        emin = min(emin, e[k])
+    num = np.int64(0)
+    den = np.int64(0)
+    for k in range(ne):
+        if not (experts >> k) & 1:
+            continue
+        r = (emin << 10) // e[k]  # 1..1024
+        wk = r * r if power == 2 else (r * r * r) >> 10  # <= 2**20
+        num += wk * pred[k]
+        den += wk
+    mu = ((num + (den >> 1)) // den + 8) >> 4
+    return min(max(mu, 0), vmax)
+
+
+@numba.njit(cache=True)
+def _blend_predict(vol, res, err, flat, zloc, off3, c3, off2, c2, ccoef, edges, athr, row,
+                   plane, vmax, power, experts, bias_cancel, bc_sum, bc_cnt, mu_out, b_out, ctx_out,
+                   corr_out, pred_out):
+    e = np.empty(N_EXPERTS, np.int64)
+    for i in range(flat.size):
+        f = flat[i]
+        z = zloc[i]
+        mu = blend_base(vol, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, row, plane, vmax,
+                        power, experts, pred_out[i], e)
+        b = activity_bucket(residual_activity(res, f, z, row, plane))
+        ctx = 0
+        corr = 0
+        if bias_cancel:
+            ctx = bias_context(vol, f, z, row, plane, mu, b)
+            corr = bias_correction(bc_sum, bc_cnt, ctx)
+        mu_out[i] = min(max(mu + corr, 0), vmax)
+        b_out[i] = b
+        ctx_out[i] = ctx
+        corr_out[i] = corr
+
+
+@numba.njit(cache=True)
+def _blend_lstm_inputs(vol, els, err, flat, zloc, off3, c3, off2, c2, ccoef, edges, athr, row,
+                       plane, vmax, power, experts, hs, xh, u_out, base_out, pred_out):
+    """As lstm._step_inputs, with the blend as the base prediction the network corrects."""
+    n_in = xh.shape[1] - hs.shape[1]
+    feats = np.empty(N_FEATURES, np.int64)
+    e = np.empty(N_EXPERTS, np.int64)
+    for i in range(flat.size):
+        f = flat[i]
+        z = zloc[i]
+        base = blend_base(vol, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, row, plane,
+                          vmax, power, experts, pred_out[i], e)
+        u_out[i] = voxel_features(vol, els, f, z, base, row, plane, off3, vmax, feats)
+        base_out[i] = base
+        for k in range(n_in):
+            xh[i, k] = feats[k]
+        h = hs[f // row]
+        for k in range(h.size):
+            xh[i, n_in + k] = h[k]
+
+
+@numba.njit(cache=True)
+def _blend_update(vol, flat, pred, err, shift, row):
+    ne = N_EXPERTS
+    for i in range(flat.size):
+        f = flat[i]
+        x16 = 16 * np.int64(vol[f])
+        for k in range(ne):
+            d = (abs(x16 - pred[i, k]) + 8) >> 4
+            err[_slot(f, row) + k] = min(d >> shift, ERR_CAP)

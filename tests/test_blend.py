@@ -1,0 +1,96 @@
+"""medzip-blend and the censored residual coder on real data (the bundled dipy b0 sample)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import medzip
+from medzip.predictors.blend import N_CLASSES, BlendPredictor
+from medzip.predictors.ls3d import LS3DPredictor
+from medzip.training.data import mapped_volume
+from medzip.volume_codec import chunk_geometry, code_chunk
+
+from test_determinism import sample_array
+
+
+def _bits(pred, vol3, vmax):
+    geom = chunk_geometry(pred, vol3.shape)
+    words = code_chunk(pred, geom, vmax, chunk=vol3)
+    back = code_chunk(pred, geom, vmax, words=words).copy()
+    np.testing.assert_array_equal(back, vol3)
+    return 32 * words.size
+
+
+@pytest.fixture(scope="module")
+def clipped():
+    """The real MR sample clipped at its 40th and 99.5th percentiles: many voxels sit exactly at
+    the floor and the ceiling, as air sits at -1024 HU in clipped CT."""
+    arr = sample_array().astype(np.int32)
+    lo, hi = np.percentile(arr, [40, 99.5]).astype(int)
+    return mapped_volume(np.clip(arr, lo, hi)).astype(np.int32)
+
+
+def test_censoring_at_floor_and_ceiling_round_trips_and_pays(clipped):
+    vmax = int(clipped.max())
+    ls = LS3DPredictor.fit(clipped)
+    censored = LS3DPredictor(ls.coef3, ls.coef2)
+    censored.censored = True
+    plain, cens = _bits(ls, clipped[0], vmax), _bits(censored, clipped[0], vmax)
+    assert (clipped[0] == 0).mean() > 0.3 and (clipped[0] == vmax).any()
+    assert cens < 0.9 * plain  # the floor voxels no longer pay for the impossible tail
+
+
+def test_default_level_is_blend_and_round_trips_clipped_and_full_range(clipped):
+    for arr in (clipped.reshape(clipped.shape[1:]).astype(np.uint16),
+                (sample_array().astype(np.int64) * 13 - 20000).astype(np.int32)):
+        for level in (5, 9):
+            blob = medzip.compress(arr, level=level, workers=2)
+            assert medzip.inspect(blob)["volumes"][0]["model"] == "medzip-blend"
+            out = medzip.decompress(blob, workers=2)
+            assert out.dtype == arr.dtype and np.array_equal(out, arr)
+
+
+def test_blend_parameters_round_trip_and_reject_garbage(clipped):
+    pred = BlendPredictor.fit(clipped)
+    again = BlendPredictor.from_params(pred.params())
+    assert again.params() == pred.params()
+    np.testing.assert_array_equal(again.ccoef, pred.ccoef)
+    assert again.ccoef.shape[0] == N_CLASSES
+    blob = bytearray(pred.params())
+    blob[0] = 9  # unknown version
+    with pytest.raises(ValueError):
+        BlendPredictor.from_params(bytes(blob))
+    with pytest.raises(ValueError):
+        BlendPredictor.from_params(pred.params()[:-3])
+
+
+def test_damaged_blend_chunks_are_reported_as_corruption(clipped):
+    """Damage behind a recomputed CRC in a censored stream: a one-line CorruptStreamError (the
+    folded distributions and bounded low bits must not leak other exceptions), or, for a bit the
+    decoder never reads, the exact array."""
+    import random
+    import zlib
+
+    from medzip.errors import CorruptStreamError
+
+    from conftest import Stream
+
+    arr = clipped.reshape(clipped.shape[1:]).astype(np.uint16)
+    data = medzip.compress(arr, chunk_slices=3)
+    rng = random.Random(8)
+    caught = 0
+    for trial in range(12):
+        s = Stream.parse(data)
+        ref = s.header["volumes"][0]["chunks"][trial % 2]
+        body = bytearray(s.body)
+        body[ref["offset"] + rng.randrange(ref["length"])] ^= 1 << rng.randrange(8)
+        s.body = bytes(body)
+        ref["crc32"] = zlib.crc32(s.section(ref)) & 0xFFFFFFFF
+        try:
+            out = medzip.decompress(s.build(), workers=1 + trial % 2)
+        except CorruptStreamError as exc:
+            assert str(exc) and "\n" not in str(exc)
+            caught += 1
+            continue
+        assert np.array_equal(out, arr)
+    assert caught >= 10
