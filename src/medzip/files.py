@@ -152,8 +152,8 @@ def encode_file(src, *, level: int | None = None, model: str | None = None, work
     src = Path(src)
     with _named(name or src, str(src) if name else None):
         adapter, payload = _read_payload(src, transcode)
-        return api.compress_payload(payload, level=level, model=model,
-                                    workers=resolve_workers(workers), progress=progress)
+        return api.compress_smallest(payload, _whole_file(src), level=level, model=model,
+                                     workers=resolve_workers(workers), progress=progress)[0]
 
 
 def encode_bytes(data: bytes, *, level: int | None = None, model: str | None = None,
@@ -168,6 +168,11 @@ def encode_bytes(data: bytes, *, level: int | None = None, model: str | None = N
                            name=name, transcode=transcode)
     finally:
         os.unlink(tmp)
+
+
+def _whole_file(src: Path) -> bytes | None:
+    """A single input file's bytes, for the stored-file fallback (folders have none)."""
+    return read_input(src) if src.is_file() else None
 
 
 def write_output(data: bytes, dst, *, force: bool = False) -> Path:
@@ -198,8 +203,9 @@ def compress_file(src, dst=None, *, level: int | None = None, model: str | None 
     _check_output(dst, force, src)
     with _named(src):
         adapter, payload = _read_payload(src, transcode)
-        data = api.compress_payload(payload, level=level, model=model, workers=workers,
-                                    progress=progress)
+        data, payload = api.compress_smallest(payload, _whole_file(src), level=level,
+                                              model=model, workers=workers, progress=progress)
+        adapter = _adapter_for(payload.meta)
     check = None
     if verify or remove_source:
         def check(tmp):

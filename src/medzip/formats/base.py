@@ -41,7 +41,7 @@ class FormatAdapter(Protocol):
 
 
 # Modules defining ``ADAPTER``; probed in this order by ``adapter_for_path``.
-_ADAPTER_MODULES = ["dicom", "nifti", "npy", "nrrd", "metaimage"]
+_ADAPTER_MODULES = ["dicom", "nifti", "npy", "nrrd", "metaimage", "stored"]
 
 
 def adapters() -> list[FormatAdapter]:
