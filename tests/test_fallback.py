@@ -3,6 +3,8 @@ stored with whichever coding is smallest; decoding stays exact and hostile fallb
 cost no more than their real data."""
 from __future__ import annotations
 
+import functools
+import lzma
 import zlib
 
 import numpy as np
@@ -153,11 +155,15 @@ def test_unknown_volume_codec_is_an_unsupported_version(labels):
         medzip.decompress(s.build())
 
 
+@functools.lru_cache(maxsize=None)
 def _bomb(codec: str) -> bytes:
-    zeros = bytes(256 << 20)
+    """512 MiB of zeros (twice the RSS budget), coded fast: a reader that inflated it whole
+    would fail the memory check."""
+    zeros = bytes(512 << 20)
     if codec == "zstd":
-        return zstandard.ZstdCompressor(level=3).compress(zeros)
-    return general.xz(zeros)
+        return zstandard.ZstdCompressor(level=1).compress(zeros)
+    return lzma.compress(zeros, format=lzma.FORMAT_RAW,
+                         filters=[{"id": lzma.FILTER_LZMA2, "preset": 0}])
 
 
 @pytest.mark.parametrize("codec", ["zstd", "xz"])
@@ -187,3 +193,93 @@ def test_forged_member_bomb_costs_only_its_declared_size(codec):
     status, value, growth = run_limited(_outcome, s.build(), np.zeros((1, 2, 2), np.uint8))
     assert status == "ok" and value in ("corrupt", "refused"), value
     assert growth < RSS_BUDGET
+
+
+# -- format 2.0 headers and stored files -------------------------------------------------------
+def test_compressed_header_bomb_is_refused_cheaply():
+    import struct
+
+    from medzip.container import MAGIC, _compress_header
+
+    packed = _compress_header(b" " * (64 << 20))  # 64 MiB of JSON whitespace, a few KiB coded
+    prefix = MAGIC + struct.pack("<HHI", 2, 0, len(packed)) + packed
+    bad = prefix + struct.pack("<I", zlib.crc32(prefix) & 0xFFFFFFFF)
+    status, value, growth = run_limited(_outcome, bad, np.zeros(1, np.uint8))
+    assert status == "ok" and value == "corrupt", value
+    assert growth < RSS_BUDGET
+
+
+def test_writer_picks_2_0_when_the_compressed_header_is_smaller(labels):
+    _, data = labels
+    s = Stream.parse(data)
+    assert (s.major, s.minor) == (2, 0)
+    plain = json_len(s.header)
+    assert s.body_start - 20 < plain  # the compressed header is what made it 2.0
+
+
+def json_len(header: dict) -> int:
+    import json
+
+    return len(json.dumps(header, separators=(",", ":"), sort_keys=True))
+
+
+def test_old_1_x_files_still_decode_with_their_header_form():
+    """A 1.2 file (plain JSON header) written by this writer when it is the smaller form."""
+    from medzip.container import JSON_FORMAT, ContainerWriter
+
+    writer = ContainerWriter()
+    data = writer.finish({"volumes": [], "members": []})  # tiny: JSON is not larger
+    assert Stream.parse(data).major in (1, 2)
+    assert JSON_FORMAT == (1, 2)
+    assert medzip.decompress_payload(data).volumes == []
+
+
+@pytest.mark.parametrize("content", ["gzip", "text"])
+def test_small_files_are_stored_whole_when_smaller(tmp_path, content):
+    """A tiny .nii.gz (already compressed) and a tiny NRRD whose header is most of it: the
+    archive is the stored form, restores byte for byte, and costs at most 64 bytes more than
+    zstd -19 of the file."""
+    from medzip import files
+
+    arr = label_map((2, 8, 8))
+    if content == "gzip":
+        import nibabel
+
+        src = tmp_path / "tiny.nii.gz"
+        nibabel.save(nibabel.Nifti1Image(arr.T.copy(), np.eye(4)), str(src))
+        assert src.read_bytes()[:2] == b"\x1f\x8b"
+    else:
+        src = tmp_path / "tiny.nrrd"
+        src.write_bytes(b"NRRD0004\ntype: uchar\ndimension: 3\nsizes: 8 8 2\nencoding: raw\n"
+                        b"# a comment that makes the header most of the file\n\n" + arr.tobytes())
+    raw = src.read_bytes()
+    data = files.encode_file(src, level=1, workers=1)
+    s = Stream.parse(data)
+    assert s.header["source"] == {"format": "stored"} and (s.major, s.minor) == (2, 0)
+    assert len(data) <= len(general.zstd(raw)) + 64
+    (tmp_path / "out").mkdir()
+    out = files.decompress_bytes(data, tmp_path / "out" / src.name)
+    assert [p.read_bytes() for p in out] == [raw]
+    info = files.info_bytes(data)
+    assert info["details"] and "stored" in info["details"][0]
+    # the member's CRC-32 catches damage in the stored bytes (section CRC fixed up)
+    m = s.header["members"][0]
+    body = bytearray(s.body)
+    body[len(body) // 2] ^= 1
+    s.body = bytes(body)
+    m["crc32"] = zlib.crc32(s.body) & 0xFFFFFFFF
+    if m.get("codec", "raw") == "raw":
+        m["data_crc32"] = zlib.crc32(raw) & 0xFFFFFFFF  # raw: keep the real check of the bytes
+    with pytest.raises(CorruptStreamError):
+        medzip.decompress_payload(s.build())
+
+
+def test_header_dictionary_is_the_documented_one():
+    """The 2.0 dictionary is part of the format (docs/FORMAT.md §1.1): never edited."""
+    import hashlib
+
+    from medzip.header_dict import HEADER_DICT_2_0
+
+    assert len(HEADER_DICT_2_0) == 2009
+    assert hashlib.sha256(HEADER_DICT_2_0).hexdigest() == (
+        "54ae63fe8436e14b2d9d26bbd9efb9a453857831e2fa9b8e762addb685398ea8")

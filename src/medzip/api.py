@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import zstandard
 
 from . import __version__, general
 from .container import Container, ContainerWriter, crc32
@@ -82,7 +83,7 @@ def compress_payload(payload: Payload, *, level: int | str | None = None,
     return _compress(payload, settings)
 
 
-def _compress(payload: Payload, settings: CodecSettings, stored: bool = False) -> bytes:
+def _compress(payload: Payload, settings: CodecSettings) -> bytes:
     writer = ContainerWriter()
     volumes = [encode_volume(np.asarray(v), writer, settings) for v in payload.volumes]
     members = []
@@ -90,25 +91,36 @@ def _compress(payload: Payload, settings: CodecSettings, stored: bool = False) -
         codec, coded = general.smallest(data, MEMBER_CODECS if len(data) <= MEMBER_XZ_MAX
                                         else MEMBER_CODECS[:2])
         ref = writer.add_section(coded)
-        # a stored file's member is checked by a CRC-32 of its bytes (format 2.0): a SHA-256
-        # would cost 32+ bytes on files that are often only a few hundred
-        check = ({"data_crc32": crc32(data)} if stored
-                 else {"sha256": hashlib.sha256(data).hexdigest()})
-        members.append({"name": name, "codec": codec, "size": len(data), **check, **ref})
+        members.append({"name": name, "codec": codec, "size": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(), **ref})
     header = {"writer": f"medzip {__version__}", "volumes": volumes, "members": members,
               "source": payload.meta}
-    if stored:  # format 2.0 omits what it defaults (see _member_defaults)
-        (m,) = members
-        drop = {"name", "offset", "length"} | ({"codec", "size", "data_crc32"}
-                                               if m["codec"] == "raw" else set())
-        header = {"members": [{k: v for k, v in m.items() if k not in drop}],
-                  "source": payload.meta}
-    return writer.finish(header, compact=stored)
+    return writer.finish(header)
+
+
+def _stored_archive(original: bytes, codec: str) -> bytes:
+    """A format 2.0 stored-file archive (docs/FORMAT.md §2.1) of ``original`` coded with
+    ``codec``; every default is omitted, and instead of a SHA-256 (32+ bytes on files that are
+    often a few hundred) the bytes are checked by a CRC-32: the section's own for raw, the
+    frame's content checksum for zstd, ``data_crc32`` for xz."""
+    writer = ContainerWriter()
+    if codec == "raw":
+        member = {}
+        coded = original
+    elif codec == "zstd":
+        coded = general.zstd(original, checksum=True)
+        member = {"codec": codec, "size": len(original)}
+    else:
+        coded = general.xz(original)
+        member = {"codec": codec, "size": len(original), "data_crc32": crc32(original)}
+    member["crc32"] = writer.add_section(coded)["crc32"]
+    header = {"members": [member], "source": stored_payload(b"").meta, "volumes": []}
+    return writer.finish(header, compact=True)
 
 
 def compress_smallest(payload: Payload, original: bytes | None, **options) -> tuple[bytes, Payload]:
     """``(archive, payload it holds)``: :func:`compress_payload` of ``payload``, or the
-    ``original`` file's bytes stored whole (zstd or xz) when that archive is smaller.
+    ``original`` file's bytes stored whole (raw, zstd or xz) when that archive is smaller.
 
     Files up to STORED_TRY_ALL_BYTES are tried both ways; larger ones are tried stored only when
     a fast zstd -3 pass over them comes close to the coded archive (clinical files never do,
@@ -120,9 +132,11 @@ def compress_smallest(payload: Payload, original: bytes | None, **options) -> tu
         probe = len(general.zstd(original, 3))
         if probe > STORED_PROBE_MARGIN * len(data):
             return data, payload
-    stored = stored_payload(original)
-    alt = _compress(stored, CodecSettings(), stored=True)
-    return (alt, stored) if len(alt) < len(data) else (data, payload)
+    codecs = MEMBER_CODECS if len(original) <= MEMBER_XZ_MAX else MEMBER_CODECS[:2]
+    alt = min((_stored_archive(original, c) for c in codecs), key=len)
+    if len(alt) < len(data):
+        return alt, stored_payload(original)
+    return data, payload
 
 
 def decompress_payload(data, *, workers: int | None = 1, progress: bool = False,
@@ -154,7 +168,7 @@ class Archive:
         self.container = Container.parse(data)
         header = self.container.header
         compact = self.container.version >= (2, 0)
-        vols = header.get("volumes", [] if compact else None)
+        vols = header.get("volumes")
         if not isinstance(vols, list):
             raise CorruptStreamError("medzip header has no volume list")
         members = header.get("members", [])
@@ -189,6 +203,8 @@ class Archive:
         if "sha256" in m or self.container.version < (2, 0):
             if len(blob) != size or hashlib.sha256(blob).hexdigest() != m.get("sha256"):
                 raise CorruptStreamError(f"member '{name}' is corrupted (SHA-256 mismatch)")
+        elif "data_crc32" not in m and _self_checked(codec, raw):
+            pass  # 2.x stored file: the zstd frame's checksum was verified while inflating
         elif isinstance(m.get("data_crc32"), bool) or crc32(blob) != m.get("data_crc32"):
             raise CorruptStreamError(f"member '{name}' is corrupted (CRC-32 mismatch)")
         return name, blob
@@ -235,3 +251,11 @@ def _member_defaults(m: dict, container: Container) -> dict:
         out.setdefault("size", out.get("length"))
         out.setdefault("data_crc32", out.get("crc32"))
     return out
+
+
+def _self_checked(codec: str, raw: bytes) -> bool:
+    """A zstd frame with a content checksum: the decoder verified the bytes already."""
+    try:
+        return codec == "zstd" and zstandard.get_frame_parameters(raw).has_checksum
+    except zstandard.ZstdError:
+        return False

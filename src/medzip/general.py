@@ -22,18 +22,31 @@ __all__ = ["CODECS", "ZSTD_LEVEL", "zstd", "xz", "smallest", "inflate"]
 CODECS = ("raw", "zstd", "xz")
 # The slowest standard zstd level: the parts it codes are small or chosen where it wins.
 ZSTD_LEVEL = 19
-_XZ_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
-# Decoder side: the dictionary may only be as large as the encoder's (preset 9: 64 MiB).
-_XZ_DECODE_FILTERS = [{"id": lzma.FILTER_LZMA2, "dict_size": 64 << 20}]
+_XZ_PRESET = 9 | lzma.PRESET_EXTREME
+_XZ_DICT_MAX = 64 << 20  # preset 9's dictionary: the largest a writer uses
+_XZ_DICT_MIN = 4096  # liblzma's smallest
+
+
+def _xz_dict(size: int) -> int:
+    """A dictionary just large enough for ``size`` bytes: the coded stream is the same as with
+    preset 9's 64 MiB (no match reaches further back than the data), but the encoder does not
+    set up ~700 MiB of match finder for a 300-byte file, and the decoder of a ``size``-byte
+    output never needs more."""
+    return min(_XZ_DICT_MAX, max(_XZ_DICT_MIN, size))
 _PIECE = 1 << 20  # inflation proceeds in pieces: memory follows the real data
 
 
-def zstd(data, level: int = ZSTD_LEVEL) -> bytes:
-    return zstandard.ZstdCompressor(level=level).compress(data)
+def zstd(data, level: int = ZSTD_LEVEL, checksum: bool = False) -> bytes:
+    """One zstd frame (content size in its header; ``checksum``: XXH64 of the content, which
+    the decoder checks)."""
+    return zstandard.ZstdCompressor(level=level, write_checksum=checksum).compress(data)
 
 
 def xz(data) -> bytes:
-    return lzma.compress(data, format=lzma.FORMAT_RAW, filters=_XZ_FILTERS)
+    size = memoryview(data).nbytes
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": _XZ_PRESET,
+                "dict_size": _xz_dict(1 << max(0, size - 1).bit_length())}]
+    return lzma.compress(data, format=lzma.FORMAT_RAW, filters=filters)
 
 
 def smallest(data, codecs=CODECS) -> tuple[str, bytes]:
@@ -81,7 +94,8 @@ def _inflate_zstd(raw, size: int, what: str) -> bytes:
 
 def _inflate_xz(raw, size: int, what: str) -> bytes:
     out = bytearray()
-    dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_XZ_DECODE_FILTERS)
+    dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW,
+                                filters=[{"id": lzma.FILTER_LZMA2, "dict_size": _xz_dict(size)}])
     pending = bytes(raw)
     try:
         while len(out) <= size and not dec.eof:

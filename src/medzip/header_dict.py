@@ -29,7 +29,8 @@ HEADER_DICT_2_0 = (
     b'""},"predictor_params":{"crc32":,"length":,"offset":0},"sha256":"","shape":[],"vmax":}],'
     b'"writer":"medzip 0.1.0"}'
     b'{"members":[{"codec":"zstd","crc32":,"data_crc32":,"size":}],"source":{"format":"stored"'
-    b'}}'
-    b'{"members":[{"codec":"xz","crc32":,"data_crc32":,"size":}],"source":{"format":"stored"}}'
-    b'{"members":[{"crc32":}],"source":{"format":"stored"}}'
+    b'},"volumes":[]}'
+    b'{"members":[{"codec":"xz","crc32":,"data_crc32":,"size":}],"source":{"format":"stored"},'
+    b'"volumes":[]}'
+    b'{"members":[{"crc32":}],"source":{"format":"stored"},"volumes":[]}'
 )
