@@ -29,7 +29,7 @@ MEMBER_CODECS = ("raw", "zstd", "xz")
 MEMBER_XZ_MAX = 8 << 20
 # Stored-file fallback (compress_smallest): files up to this size are always also tried stored;
 # larger ones only when zstd -3 of their bytes comes within STORED_PROBE_MARGIN of the archive.
-STORED_TRY_ALL_BYTES = 2 << 20
+STORED_TRY_ALL_BYTES = 128 << 10
 STORED_PROBE_MARGIN = 1.15
 
 

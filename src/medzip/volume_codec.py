@@ -38,9 +38,10 @@ MAX_RANGE_BITS = 33  # int32/uint32 span
 MAX_DIM = (1 << 31) - 1  # largest extent of one axis a reader accepts
 MAX_VOXELS = 1 << 40  # largest volume a reader accepts (also bounded by the machine's memory)
 # Fallback (docs/FORMAT.md): a volume's bytes coded with zstd -19 or xz replace the predictive
-# coding when smaller. Up to this many voxels both are simply tried (they cost less than the
-# predictive coding itself); above it, zstd -3 first estimates whether an LZ coder is close.
-FALLBACK_TRY_ALL_VOXELS = 1 << 21
+# coding when smaller. Up to this many voxels both are simply tried (a fraction of a second);
+# above it, zstd -3 (~0.03 s per MB) first estimates whether an LZ coder comes close, since
+# xz at its slowest preset costs 2-4 s per MB, as much as the predictive coding itself.
+FALLBACK_TRY_ALL_VOXELS = 1 << 16
 FALLBACK_PROBE_LEVEL = 3
 FALLBACK_PROBE_MARGIN = 1.15  # zstd -3 within 15 % of the predictive size: try -19 and xz
 FALLBACK_CODECS = ("zstd", "xz")
