@@ -52,7 +52,7 @@ class StoredAdapter:
         return Path(archive).with_name(stem or "restored")
 
     def describe(self, meta: dict) -> list[str]:
-        return ["file stored whole (zstd or xz were smaller than coding its voxels)"]
+        return ["file stored whole (raw, zstd or xz: smaller than coding its voxels)"]
 
 
 ADAPTER = StoredAdapter()
