@@ -199,9 +199,9 @@ def test_forged_member_bomb_costs_only_its_declared_size(codec):
 def test_compressed_header_bomb_is_refused_cheaply():
     import struct
 
-    from medzip.container import MAGIC, _compress_header
+    from medzip.container import MAGIC, compress_header
 
-    packed = _compress_header(b" " * (64 << 20))  # 64 MiB of JSON whitespace, a few KiB coded
+    packed = compress_header(b" " * (64 << 20))  # 64 MiB of JSON whitespace, a few KiB coded
     prefix = MAGIC + struct.pack("<HHI", 2, 0, len(packed)) + packed
     bad = prefix + struct.pack("<I", zlib.crc32(prefix) & 0xFFFFFFFF)
     status, value, growth = run_limited(_outcome, bad, np.zeros(1, np.uint8))

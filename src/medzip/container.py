@@ -67,7 +67,7 @@ class ContainerWriter:
         """Header + body. ``compact``: the header uses 2.x-only features, so write 2.0 even
         when the compressed header is not the smaller one."""
         head = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        packed = _compress_header(head)
+        packed = compress_header(head)
         if compact or len(packed) < len(head):
             version, head = (FORMAT_MAJOR, FORMAT_MINOR), packed
         else:
@@ -80,14 +80,14 @@ _HEADER_DICT = zstandard.ZstdCompressionDict(HEADER_DICT_2_0,
                                              dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 
 
-def _compress_header(head: bytes) -> bytes:
+def compress_header(head: bytes) -> bytes:
     # no dictionary id, no checksum (the header CRC checks it); the content size stays so
     # readers know the JSON's length before inflating it
     return zstandard.ZstdCompressor(level=19, dict_data=_HEADER_DICT, write_dict_id=False,
                                     write_checksum=False).compress(head)
 
 
-def _inflate_header(packed) -> bytes:
+def inflate_header(packed) -> bytes:
     """The JSON of a 2.x header, never more than MAX_HEADER bytes of it."""
     try:
         reader = zstandard.ZstdDecompressor(dict_data=_HEADER_DICT).stream_reader(bytes(packed))
@@ -131,7 +131,7 @@ class Container:
             raise CorruptStreamError("medzip header is corrupted (CRC mismatch)")
         head = data[_PREFIX.size : end]
         if major >= 2:
-            head = _inflate_header(head)
+            head = inflate_header(head)
         try:
             header = json.loads(bytes(head).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # CRC passed: a writer bug
