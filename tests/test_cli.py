@@ -266,7 +266,7 @@ def test_interrupt_leaves_no_partial_output(capsys, nii, monkeypatch):
     monkeypatch.undo()
     run(capsys, "compress", "-1", nii)
     nii.unlink()
-    monkeypatch.setattr(api, "decompress_payload", interrupted)
+    monkeypatch.setattr(api.Archive, "payload", interrupted)  # while decoding
     rc, _, _ = run(capsys, "decompress", nii.with_name(nii.name + ".mzp"))
     assert rc == 130 and not nii.exists() and leftovers(nii.parent) == []
 

@@ -146,3 +146,31 @@ def test_workers_die_with_a_killed_parent(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and prctl")
+def test_kill_9_of_the_cli_leaves_no_worker_running(tmp_path):
+    """`kill -9` of `medzip compress -T 2` while its workers code chunks: none survives."""
+    vol = np.tile(sample_array(), (24, 4, 4))  # 144 x 256 x 256 real MR voxels, tiled
+    np.save(tmp_path / "big.npy", vol)
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from medzip.cli import main; "
+                             "sys.exit(main(sys.argv[1:]))", "compress", "-T", "2", "-q",
+                             str(tmp_path / "big.npy")])
+    try:
+        workers = []
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            workers = [c for c in _children(proc.pid) if _alive(c)]
+            time.sleep(0.05)
+        assert len(workers) >= 2, "the CLI never started its workers"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "workers outlived the killed CLI"
+        assert not (tmp_path / "big.npy.mzp").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

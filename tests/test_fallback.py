@@ -283,3 +283,22 @@ def test_header_dictionary_is_the_documented_one():
     assert len(HEADER_DICT_2_0) == 2009
     assert hashlib.sha256(HEADER_DICT_2_0).hexdigest() == (
         "54ae63fe8436e14b2d9d26bbd9efb9a453857831e2fa9b8e762addb685398ea8")
+
+
+def test_detached_data_file_is_never_stored_alone(tmp_path):
+    """A .nhdr names its data file: storing the header alone would lose the voxels, so the
+    stored-file form is not offered (even though the header alone would be tiny)."""
+    from medzip import files
+
+    arr = label_map((2, 8, 8))
+    (tmp_path / "tiny.raw").write_bytes(arr.tobytes())
+    src = tmp_path / "tiny.nhdr"
+    src.write_bytes(b"NRRD0004\ntype: uchar\ndimension: 3\nsizes: 8 8 2\nencoding: raw\n"
+                    b"data file: tiny.raw\n\n")
+    data = files.encode_file(src, level=1, workers=1)
+    assert medzip.inspect(data)["source"]["format"] == "nrrd"
+    out = tmp_path / "out"
+    out.mkdir()
+    written = files.decompress_bytes(data, out / src.name)
+    assert sorted(p.name for p in written) == ["tiny.nhdr", "tiny.raw"]
+    assert (out / "tiny.raw").read_bytes() == arr.tobytes()

@@ -165,20 +165,22 @@ def test_mha_zlib_compressed_restores_byte_identical(tmp_path, vol):
 
 
 def test_mhd_header_size_skip_and_detached_file(tmp_path, vol):
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "scan.raw").write_bytes(b"\x00" * 12 + vol.astype("<i2").tobytes())
+    (tmp_path / "scan.raw").write_bytes(b"\x00" * 12 + vol.astype("<i2").tobytes())
     src = tmp_path / "scan.mhd"
-    src.write_bytes(_mha_header(vol, extra=b"HeaderSize = 12\n", data_file=b"data/scan.raw"))
+    src.write_bytes(_mha_header(vol, extra=b"HeaderSize = 12\n", data_file=b"scan.raw"))
     payload, _, written = roundtrip(src, tmp_path / "out")
-    assert [p.relative_to(tmp_path / "out").as_posix() for p in written] == ["scan.mhd", "data/scan.raw"]
+    assert [p.relative_to(tmp_path / "out").as_posix() for p in written] == ["scan.mhd", "scan.raw"]
     assert np.array_equal(payload.volumes[0], vol)
     assert_identical(written, tmp_path, tmp_path / "out")
 
 
-def test_mha_unsafe_data_file_refused(tmp_path, vol):
+@pytest.mark.parametrize("name", [b"../outside.raw", b"data/scan.raw", b".bashrc", b"/etc/x.raw"])
+def test_mha_unsafe_data_file_refused(tmp_path, vol, name):
+    # A restore writes the data file under this name beside its output, so only a plain,
+    # visible name in the header's own folder is accepted.
     src = tmp_path / "evil.mhd"
-    src.write_bytes(_mha_header(vol, data_file=b"../outside.raw"))
-    with pytest.raises(UnsupportedInputError, match="evil.mhd"):
+    src.write_bytes(_mha_header(vol, data_file=name))
+    with pytest.raises(UnsupportedInputError, match="evil.mhd.*plain file name"):
         adapter_for_path(src).read(src)
 
 

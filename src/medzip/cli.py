@@ -1,9 +1,9 @@
 """``medzip`` command line, in the style of zstd / xz.
 
 Exit status: 0 success, 1 error (one ``medzip: <message>`` line on stderr, no partial output),
-2 usage error, 130 interrupted. Input is kept unless ``--rm``; outputs are never overwritten
-without ``-f``; ``-`` (or no file) means stdin / stdout, and binary data is never written to or
-read from a terminal. Subcommands from other medzip modules are added through their
+2 usage error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, cleaned up like Ctrl-C).
+Input is kept unless ``--rm``; outputs are never overwritten without ``-f``; ``-`` (or no file)
+means stdin / stdout, and binary data is never written to or read from a terminal. Subcommands from other medzip modules are added through their
 ``register(subparsers)`` hook.
 """
 from __future__ import annotations
@@ -14,16 +14,21 @@ import importlib
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__, api, files
+from .batch import recursive
+from .cli_args import level_arg, threads_arg
 from .errors import MedzipError
 
-EXTENSION_MODULES = ("medzip.bench.cli", "medzip.training.cli")
+EXTENSION_MODULES = ("medzip.bench.cli", "medzip.training.cli", "medzip.orthanc.cli",
+                     "medzip.batch.cli")
 _ALIASES = {"-z": "compress", "--compress": "compress", "-d": "decompress",
             "--decompress": "decompress", "--uncompress": "decompress", "-t": "test",
             "--test": "test", "-l": "info", "--list": "info"}
@@ -32,6 +37,22 @@ _STDIO = "-"
 
 class _UsageError(Exception):
     """Bad combination of arguments: exit status 2."""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, so every cleanup (``finally``) runs as for
+    Ctrl-C: staged outputs are removed and no partial file is left."""
+
+
+_MAIN_PID = os.getpid()
+
+
+def _raise_terminated(signum, frame):
+    if os.getpid() != _MAIN_PID:  # a forked worker inherited the handler: die as by default
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise _Terminated()
 
 
 # ---- small helpers ----------------------------------------------------------------------------
@@ -43,7 +64,10 @@ def _say(args, msg: str, level: int = 0) -> None:
 
 
 def _error(msg) -> None:
-    print("medzip: " + " ".join(str(msg).splitlines()), file=sys.stderr)
+    text = str(msg)
+    if isinstance(msg, files.OutputExistsError):  # the API's wording names force=True
+        text = text.replace(files.OutputExistsError.API_HINT, files.OutputExistsError.CLI_HINT)
+    print("medzip: " + " ".join(text.splitlines()), file=sys.stderr)
 
 
 def _progress(args) -> bool:
@@ -64,49 +88,65 @@ def _stdin_binary() -> bytes:
     return sys.stdin.buffer.read()
 
 
-def _level(text: str) -> int:
-    from .volume_codec import LEVELS
-
-    if text in LEVELS:
-        return LEVELS[text]
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected 1..9 or one of {', '.join(LEVELS)}, got '{text}'") from None
-
-
-def _threads(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a worker count >= 0, got '{text}'")
-    return n
-
-
 def _size_line(src, n_in: int, info: dict, dst, seconds: float) -> str:
     ratio = n_in / info["compressed_bytes"] if info["compressed_bytes"] else 0.0
+    coded = (f"{info['bits_per_voxel']:.3f} bits/voxel" if any(v["voxels"] for v in info["volumes"])
+             else "stored whole, no voxels coded")
     return (f"{src}: {n_in:,} -> {info['compressed_bytes']:,} bytes ({ratio:.2f}x, "
-            f"{info['bits_per_voxel']:.3f} bits/voxel) -> {dst}  [{seconds:.1f} s]")
+            f"{coded}) -> {dst}  [{seconds:.1f} s]")
 
 
-def _input_size(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size if path.exists() else 0
+_NOTE_HINTS = {
+    "compressed": "add --transcode to code the lossless ones as voxels (they then restore "
+                  "uncompressed)",
+    "colour": "medzip codes greyscale voxels only",
+}
+
+
+def _say_notes(args, name, notes: list) -> None:
+    """One line per reason files were stored whole instead of coded, with what to do."""
+    for note in notes:
+        hint = _NOTE_HINTS.get(note["kind"])
+        if note["kind"] == "compressed" and args.transcode:
+            hint = None
+        n = note["count"]
+        _say(args, f"medzip: {name}: {n} file{'s' if n > 1 else ''} stored whole, not coded "
+                   f"({note['reason']})" + (f"; {hint}" if hint else ""))
+
+
+def _written_line(label, written: list, seconds: float) -> str:
+    """``x.mzp: -> a, b`` for a few outputs; a folder of many files is summarised."""
+    if len(written) <= 3:
+        outs = ", ".join(str(p) for p in written)
+    else:
+        top = os.path.commonpath([str(p) for p in written])
+        outs = f"{len(written)} files in {top}{os.sep}"
+    return f"{label}: -> {outs}  [{seconds:.1f} s]"
 
 
 # ---- compress ---------------------------------------------------------------------------------
 
 def _inputs(args) -> list[str]:
-    """The input names (stdin when none), checked against -o / -c."""
+    """The input names (stdin when none), checked against -o / -c / --output-dir. ``-o DIR``
+    with several inputs (or ``-o DIR/``) names an existing output folder, as in zstd."""
     inputs = args.inputs or [_STDIO]
+    out = args.output
+    if (out and out != _STDIO and Path(out).is_dir()
+            and (len(inputs) > 1 or out.endswith(("/", os.sep)))):
+        if args.output_dir:
+            raise _UsageError("give the output folder once (-o DIR or --output-dir DIR)")
+        args.output, args.output_dir = None, out
+    if args.output_dir and (args.output or args.stdout):
+        raise _UsageError("--output-dir cannot be combined with -o FILE / -c")
+    if args.output_dir and not Path(args.output_dir).is_dir():
+        raise MedzipError(f"{args.output_dir}: no such folder")
     if len(inputs) > 1 and (args.output or args.stdout):
-        raise _UsageError("-o / -c take a single input")
+        raise _UsageError("-o FILE / -c take a single input (use -o DIR or --output-dir DIR "
+                          "for several)")
     if inputs.count(_STDIO) > 1:
         raise _UsageError("stdin ('-') can be read only once")
+    if args.output_dir and _STDIO in inputs:
+        raise _UsageError("stdin has no name to put in --output-dir; use -o FILE")
     return inputs
 
 
@@ -116,6 +156,8 @@ def _encode_raw(args, raw: bytes) -> bytes:
 
 
 def cmd_compress(args) -> int:
+    if args.recursive:  # zstd -r: same planner as `medzip batch`, in this process
+        return recursive.compress_recursive(args, _progress(args))
     inputs = _inputs(args)
     rc = 0
     for name in inputs:
@@ -147,13 +189,13 @@ def cmd_compress(args) -> int:
                 _say(args, _size_line("<stdin>", len(raw), api.inspect(data), dst,
                                       time.perf_counter() - t0))
                 continue
-            n_in = _input_size(Path(name))
-            dst = files.compress_file(name, args.output, level=args.level, model=args.model,
-                                      workers=args.threads, force=args.force,
-                                      progress=_progress(args), verify=args.verify,
-                                      remove_source=args.rm, transcode=args.transcode)
-            info = files.info_file(dst)
-            _say(args, _size_line(name, n_in, info, dst, time.perf_counter() - t0))
+            report = files.compress_file_report(
+                name, args.output, level=args.level, model=args.model, workers=args.threads,
+                force=args.force, progress=_progress(args), verify=args.verify,
+                remove_source=args.rm, transcode=args.transcode, output_dir=args.output_dir)
+            _say(args, _size_line(name, report.input_bytes, report.info, report.output,
+                                  time.perf_counter() - t0))
+            _say_notes(args, name, report.notes)
         except (MedzipError, OSError) as exc:
             _error(exc if isinstance(exc, MedzipError) else f"{name}: {exc.strerror or exc}")
             rc = 1
@@ -163,6 +205,8 @@ def cmd_compress(args) -> int:
 # ---- decompress -------------------------------------------------------------------------------
 
 def cmd_decompress(args) -> int:
+    if args.recursive:
+        return recursive.decompress_recursive(args, _progress(args))
     inputs = _inputs(args)
     rc = 0
     for name in inputs:
@@ -185,9 +229,9 @@ def cmd_decompress(args) -> int:
             else:
                 written = files.decompress_file(name, args.output, workers=args.threads,
                                                 force=args.force, progress=_progress(args),
-                                                remove_source=args.rm, model=args.model)
-            outs = ", ".join(str(p) for p in written)
-            _say(args, f"{label}: -> {outs}  [{time.perf_counter() - t0:.1f} s]")
+                                                remove_source=args.rm, model=args.model,
+                                                output_dir=args.output_dir)
+            _say(args, _written_line(label, written, time.perf_counter() - t0))
         except (MedzipError, OSError) as exc:
             _error(exc if isinstance(exc, MedzipError) else f"{name}: {exc.strerror or exc}")
             rc = 1
@@ -234,7 +278,22 @@ def _human_info(info: dict) -> list[str]:
         lines.append(f"  member      {m['name']}: {m['size']:,} bytes (stored {m['stored']:,})")
     for d in info.get("details", []):
         lines.append(f"  source      {d}")
+    if info.get("complete", True):
+        lines.append(f"  integrity   header CRC ok, all {info.get('sections', 0)} sections inside "
+                     "the file; data not verified (medzip test does)")
+    else:
+        lines.append(f"  integrity   TRUNCATED: {info['missing_sections']} of {info['sections']} "
+                     f"sections lie past the end ({info['compressed_bytes']:,} bytes, "
+                     f"{info['needed_bytes']:,} needed)")
     return lines
+
+
+def _incomplete(info: dict) -> str | None:
+    if info.get("complete", True):
+        return None
+    return (f"{info['path']}: truncated archive: {info['missing_sections']} of "
+            f"{info['sections']} sections missing ({info['compressed_bytes']:,} of "
+            f"{info['needed_bytes']:,} bytes); the ratio above is not meaningful")
 
 
 def cmd_info(args) -> int:
@@ -250,6 +309,9 @@ def cmd_info(args) -> int:
             infos.append(info)
         else:
             print("\n".join(_human_info(info)))
+        if _incomplete(info):
+            _error(_incomplete(info))
+            rc = 1
     if args.json and infos:
         print(json.dumps(infos[0] if len(args.files) == 1 else infos, indent=2, default=str))
     return rc
@@ -273,11 +335,10 @@ def cmd_demo(args) -> int:
                                 progress=_progress(args))
     t_enc = time.perf_counter() - t0
     t0 = time.perf_counter()
-    decoded = api.decompress_payload(data, workers=workers, progress=_progress(args))
-    if not all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(payload.volumes, decoded.volumes)):
-        raise MedzipError(f"{path}: demo round trip FAILED: decoded voxels differ")
-    if hasattr(adapter, "verify"):
-        adapter.verify(decoded)  # the original file's SHA-256
+    try:  # the same check as compress --verify: voxels, members, the original file's SHA-256
+        files.verify_archive(data, payload, adapter, workers=workers, progress=_progress(args))
+    except MedzipError as exc:
+        raise MedzipError(f"{path}: demo round trip FAILED: {exc}") from None
     t_dec = time.perf_counter() - t0
     info = api.inspect(data)
     voxel_bytes = info["compressed_bytes"] - sum(m["stored"] or 0 for m in info["members"])
@@ -314,7 +375,7 @@ def _common(p: argparse.ArgumentParser, *, threads: bool = True, progress: bool 
     p.add_argument("-q", "--quiet", action="count", default=0, help="less output")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more output")
     if threads:
-        p.add_argument("-T", "--threads", type=_threads, default=0, metavar="N",
+        p.add_argument("-T", "--threads", type=threads_arg, default=0, metavar="N",
                        help="worker processes (0 = all cores, the default)")
     if progress:
         p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -322,7 +383,9 @@ def _common(p: argparse.ArgumentParser, *, threads: bool = True, progress: bool 
 
 
 def _io_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", metavar="OUT", help="output file ('-' = stdout)")
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="output file ('-' = stdout); an existing folder with several inputs")
+    p.add_argument("--output-dir", metavar="DIR", help="write every output into this folder")
     p.add_argument("-c", "--stdout", action="store_true", help="write to stdout")
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing output")
     p.add_argument("-k", "--keep", dest="rm", action="store_false",
@@ -330,12 +393,14 @@ def _io_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", dest="rm", action="store_true",
                    help="delete the input after the output is written and verified")
     p.set_defaults(rm=False)  # else -k's store_false default (True) would win
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="folders: every image / DICOM series folder in them, output beside each")
 
 
 def _level_options(p: argparse.ArgumentParser) -> None:
     for i in range(1, 10):
         p.add_argument(f"-{i}", dest="level", action="store_const", const=i, help=argparse.SUPPRESS)
-    p.add_argument("--level", type=_level, metavar="N",
+    p.add_argument("--level", type=level_arg, metavar="N",
                    help="compression level 1..9 or fast/default/strong (also -1 .. -9)")
     p.add_argument("--model", metavar="NAME|FILE", help="predictor model name or parameter file")
 
@@ -345,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="medzip", description="Lossless compression of 3-D medical images: NIfTI (.nii, .nii.gz), .npy, "
                     "DICOM files or folders, NRRD and MetaImage.",
         epilog="zstd-style shortcuts: medzip FILE (compress), medzip -d FILE.mzp, medzip -t FILE.mzp, "
-               "medzip -l FILE.mzp. Exit status: 0 ok, 1 error, 2 usage, 130 interrupted.")
+               "medzip -l FILE.mzp. Exit status: 0 ok, 1 error, 2 usage, 130 interrupted, 143 terminated.")
     parser.add_argument("--version", action="version", version=f"medzip {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -402,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_BUNDLED = re.compile(r"-[dztlcfkqv]{2,}")
+_BUNDLED = re.compile(r"-[dztlcfkqvr]{2,}")
 
 
 def _rewrite(argv: list[str], commands) -> list[str]:
@@ -428,8 +493,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         return 2
     args.verbosity = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
+    global _MAIN_PID
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        _MAIN_PID = os.getpid()
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(args.func(args) or 0)
+    except _Terminated:
+        _error("terminated")
+        return 143
     except _UsageError as exc:
         parser.print_usage(sys.stderr)
         _error(exc)
@@ -447,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # e.g. disk full while writing to stdout
         _error(f"{exc.filename or 'I/O error'}: {exc.strerror or exc}")
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,8 @@ def run(args) -> int:
     if not codecs or args.repeat < 1:
         err.print("medzip bench: need at least one codec and --repeat >= 1")
         return 2
+    if args.plot:
+        report.require_matplotlib()  # before the slow part
     volumes, status = [], 0
     for path in args.files:
         try:

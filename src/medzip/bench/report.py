@@ -149,8 +149,20 @@ def write_csv(path, results: list[Result]) -> None:
             w.writerow(d)
 
 
+def require_matplotlib() -> None:
+    """Fail with one line naming the ``bench`` extra when ``--plot`` cannot work."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        from medzip.errors import MedzipError
+
+        raise MedzipError('--plot needs matplotlib, which is not installed: '
+                          'pip install "medzip[bench]"') from None
+
+
 def write_plot(path, summary: list[dict], title: str = "") -> None:
     """Bits/voxel against decode speed, one point per codec (overall group)."""
+    require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg", force=False)

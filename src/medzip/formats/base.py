@@ -14,7 +14,10 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import UnsupportedInputError
+from ..errors import CorruptStreamError, UnsupportedInputError
+
+ARCHIVE_SUFFIX = ".mzp"
+TEMP_SUFFIX = ".medzip-tmp"  # staging files/folders beside an output; see files.py
 
 
 @dataclass
@@ -38,6 +41,33 @@ class FormatAdapter(Protocol):
     def default_output(self, payload: Payload, archive: Path) -> Path:
         """Output path used by ``medzip decompress`` when ``-o`` is not given."""
         ...
+
+    # Optional: ``outputs(meta, out) -> list[Path]``, every path ``write`` creates for ``out``
+    # when that is more than ``out`` itself (a detached data file), known from ``meta`` alone so
+    # that every output is checked before anything is decoded or written.
+
+
+def strip_archive_suffix(archive) -> str:
+    """``x.nii.gz.mzp`` -> ``x.nii.gz``; a name without the suffix is returned unchanged."""
+    name = Path(archive).name
+    n = len(ARCHIVE_SUFFIX)
+    return name[:-n] if name.lower().endswith(ARCHIVE_SUFFIX) and len(name) > n else name
+
+
+def plain_file_name(name, what: str) -> str:
+    """``name`` if it is a plain, visible file name in one folder; else CorruptStreamError.
+
+    Names that come from an archive (a detached data file, the original file name) decide where
+    a restore writes: no folders, no ``..``, no hidden files (``.bashrc``), no NUL, no names
+    that look like medzip's own staging files.
+    """
+    ok = (isinstance(name, str) and 0 < len(name.encode("utf-8", "surrogateescape")) <= 255
+          and not name.startswith(".") and not any(c in name for c in "/\\\0")
+          and not name.endswith(TEMP_SUFFIX))
+    if not ok:
+        raise CorruptStreamError(f"archive names an unsafe {what} {name!r}: only a plain file "
+                                 "name in the output's folder may be written")
+    return name
 
 
 # Modules defining ``ADAPTER``; probed in this order by ``adapter_for_path``.

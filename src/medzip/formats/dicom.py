@@ -48,12 +48,12 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import CorruptStreamError, UnsupportedInputError
-from .base import Payload
+from .base import Payload, plain_file_name, strip_archive_suffix
 
 HEADERS_MEMBER = "/dicom-headers"  # a leading "/" can never collide with a relative file path
 _META_VERSION = 1
@@ -395,11 +395,30 @@ def _walk(root: Path) -> list[tuple[str, Path]]:
 
 
 def _safe_rel(rel) -> str:
-    """Reject archive paths that would escape the output folder."""
-    p = PurePosixPath(str(rel))
-    if not str(rel) or p.is_absolute() or ".." in p.parts or "\\" in str(rel):
-        raise CorruptStreamError(f"DICOM archive lists an unsafe path '{rel}'")
-    return str(p)
+    """Reject archive paths that would escape the output folder (or be ambiguous in it)."""
+    text = rel if isinstance(rel, str) else ""
+    parts = text.split("/")
+    if (not text or "\\" in text or "\0" in text
+            or any(part in ("", ".", "..") for part in parts)):
+        raise CorruptStreamError(f"DICOM archive lists an unsafe path {rel!r}")
+    return text
+
+
+def _folder_targets(out: Path, rels: list) -> list[Path]:
+    """``out / rel`` for every file of a restored folder, all checked before anything is
+    written: safe, distinct, and no file doubling as another's folder."""
+    rels = [_safe_rel(rel) for rel in rels]
+    files, folders = set(), set()
+    for rel in rels:
+        parts = rel.split("/")
+        folders.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        if rel in files:
+            raise CorruptStreamError(f"DICOM archive lists the path '{rel}' twice")
+        files.add(rel)
+    clash = files & folders
+    if clash:
+        raise CorruptStreamError(f"DICOM archive lists '{min(clash)}' as a file and as a folder")
+    return [out / rel for rel in rels]
 
 
 class DicomAdapter:
@@ -540,13 +559,16 @@ class DicomAdapter:
         """Restore the file (or the folder's files under ``out``); everything is checked before
         anything is written, so a damaged archive leaves no half-restored study."""
         out = Path(out)
+        if payload.meta.get("input") != "file":  # paths first: a crafted archive fails fast
+            _folder_targets(out, [f.get("path") if isinstance(f, dict) else None
+                                  for f in payload.meta.get("files") or []])
         restored = self._rebuild(payload)
         if payload.meta.get("input") == "file":
             if len(restored) != 1:
                 raise CorruptStreamError("DICOM archive of a single file lists several files")
             out.write_bytes(restored[0][1])
             return [out]
-        targets = [out / _safe_rel(rel) for rel, _ in restored]
+        targets = _folder_targets(out, [rel for rel, _ in restored])
         for target, (_, data) in zip(targets, restored):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
@@ -582,9 +604,32 @@ class DicomAdapter:
 
     def default_output(self, payload: Payload, archive: Path) -> Path:
         archive = Path(archive)
-        if archive.name.endswith(".mzp") and len(archive.name) > 4:
-            return archive.with_name(archive.name[:-4])
-        return archive.with_name(str(payload.meta.get("name") or "restored"))
+        name = strip_archive_suffix(archive)
+        if name == archive.name:
+            name = plain_file_name(payload.meta.get("name") or "restored", "output name")
+        return archive.with_name(name)
+
+    def outputs(self, meta: dict, out: Path) -> list[Path]:
+        """``out`` (the file, or the folder holding the study), its member paths checked."""
+        if meta.get("input") != "file":
+            _folder_targets(Path(out), [f.get("path") if isinstance(f, dict) else None
+                                        for f in meta.get("files") or []])
+        return [Path(out)]
+
+    def storage_notes(self, meta: dict) -> list[dict]:
+        """Files stored whole (not coded as voxels), grouped by why: ``{"count", "reason",
+        "kind"}`` with kind ``compressed`` (``transcode`` would code lossless ones), ``colour``
+        or ``other``; the caller words the advice for its own interface."""
+        groups: dict[str, dict] = {}
+        for f in meta.get("files") or []:
+            reason = str(f.get("verbatim", "")) if isinstance(f, dict) else ""
+            if not reason or reason == "not DICOM":
+                continue
+            key = reason
+            kind = ("compressed" if key.startswith("compressed transfer syntax") and ";" not in key
+                    else "colour" if key.startswith("colour") else "other")
+            groups.setdefault(key, {"count": 0, "reason": key, "kind": kind})["count"] += 1
+        return list(groups.values())
 
     def describe(self, meta: dict) -> list[str]:
         files, series = meta.get("files", []), meta.get("series", [])

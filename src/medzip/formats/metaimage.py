@@ -21,7 +21,7 @@ import re
 import numpy as np
 
 from ..errors import UnsupportedInputError
-from .nrrd import HeaderedImageAdapter, Layout, header_lines, safe_relative
+from .nrrd import HeaderedImageAdapter, Layout, detached_name, header_lines
 
 # MetaIO's MET_LONG/MET_ULONG are 4 bytes (metaTypes.h), unlike C's long on LP64.
 _MET_TYPES = {
@@ -81,7 +81,7 @@ class MetaImageAdapter(HeaderedImageAdapter):
         source = fields["elementdatafile"]
         if source.upper() == "LIST" or "%" in source or len(source.split()) > 1:
             raise UnsupportedInputError(f"{path}: MetaImage data split over several files is not supported")
-        data_file = None if source.upper() == "LOCAL" else safe_relative(source, path)
+        data_file = None if source.upper() == "LOCAL" else detached_name(source, path)
         size = "x".join(str(d) for d in dims) + (f" x {channels} channels" if channels > 1 else "")
         order = {"<": " little-endian", ">": " big-endian"}.get(dtype.str[0], "")
         return Layout(dtype=dtype, shape=shape, encoding=encoding, header_len=header_len,

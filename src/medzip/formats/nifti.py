@@ -25,10 +25,9 @@ import numpy as np
 from nibabel.arrayproxy import ArrayProxy
 
 from ..errors import UnsupportedInputError
-from .base import Payload
+from .base import Payload, strip_archive_suffix
 from .deflate import find_deflate_level, gzip_header_length
-from .npy import (check_int_dtype, check_pieces, codec_view, file_pieces, read_input, sniff,
-                  strip_archive_suffix)
+from .npy import check_int_dtype, check_pieces, codec_view, file_pieces, read_input, sniff
 
 _GZ_MAGIC = b"\x1f\x8b"
 _LEVELS = (6, 1, 9, 5, 4, 3, 2, 7, 8)  # zlib levels tried, most common first

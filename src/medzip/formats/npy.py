@@ -18,7 +18,7 @@ import numpy as np
 import numpy.lib.format as npformat
 
 from ..errors import CorruptStreamError, UnsupportedInputError
-from .base import Payload
+from .base import Payload, strip_archive_suffix
 
 MAGIC = b"\x93NUMPY"
 _SUFFIX = ".npy"
@@ -97,11 +97,6 @@ def write_pieces(pieces, out: Path) -> None:
     with open(out, "wb") as f:
         for p in pieces:
             f.write(p)
-
-
-def strip_archive_suffix(archive: Path) -> str:
-    name = Path(archive).name
-    return name[:-4] if name.lower().endswith(".mzp") and len(name) > 4 else name
 
 
 def sniff(path: Path, n: int) -> bytes:

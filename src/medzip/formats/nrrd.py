@@ -28,14 +28,14 @@ import hashlib
 import math
 import zlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import CorruptStreamError, MedzipError, UnsupportedInputError
-from .base import Payload
+from .base import Payload, plain_file_name, strip_archive_suffix
 from .deflate import find_deflate_level, gzip_header_length
-from .npy import check_int_dtype, codec_view, read_input, sniff, strip_archive_suffix
+from .npy import check_int_dtype, codec_view, read_input, sniff
 
 _MAX_HEADER = 1 << 20
 
@@ -103,13 +103,17 @@ def _inflate(stream: bytes, hlen: int, what) -> tuple[bytes, int]:
     return raw, len(stream) - hlen - len(d.unused_data)
 
 
-def safe_relative(name: str, what) -> str:
-    p = PurePosixPath(name.replace("\\", "/"))
-    if not name or p.is_absolute() or ".." in p.parts or (len(name) > 1 and name[1] == ":"):
+def detached_name(name: str, what) -> str:
+    """The detached data file's name, which must sit in the header's own folder: the restore
+    writes it from the archive, and an archive may only write beside its output (see
+    formats.base.plain_file_name)."""
+    try:
+        return plain_file_name(name, "data file")
+    except CorruptStreamError:
         raise UnsupportedInputError(
-            f"{what}: data file '{name}' is not a plain relative path; medzip restores detached "
-            "data next to its header only")
-    return str(p)
+            f"{what}: data file '{name}' is not a plain file name in the header's folder; medzip "
+            "restores detached data only next to its header (move it there and edit the header)"
+        ) from None
 
 
 class HeaderedImageAdapter:
@@ -271,24 +275,39 @@ class HeaderedImageAdapter:
         """Rebuild the file(s) in memory and check them against their SHA-256."""
         self._rebuild(payload)
 
+    def outputs(self, meta: dict, out: Path) -> list[Path]:
+        """The header file ``out`` and, when the data is detached, the data file beside it
+        (the name the header refers to, so it cannot be changed; checked to be plain)."""
+        out = Path(out)
+        detached = meta.get("data_file")
+        if not detached:
+            return [out]
+        name = plain_file_name(detached.get("name") if isinstance(detached, dict) else None,
+                               f"{self.label} data file")
+        if name == out.name:
+            raise CorruptStreamError(f"{self.label} archive: data file '{name}' has the header's name")
+        return [out, out.parent / name]
+
+    def source_files(self, path: Path, meta: dict) -> list[Path]:
+        """The input files read for ``path``: the header and any detached data file."""
+        return [Path(p) for p in self.outputs(meta, Path(path))]
+
     def write(self, payload: Payload, out: Path) -> list[Path]:
         """Write the header file at ``out`` and a detached data file, under its original
-        relative name, next to it. Everything is checked before anything is written."""
-        out = Path(out)
+        name, next to it. Everything is checked before anything is written."""
+        targets = self.outputs(payload.meta, Path(out))
         restored = self._rebuild(payload)
-        try:
-            targets = [out if name is None else out.parent / safe_relative(name, out) for name, _ in restored]
-        except UnsupportedInputError:  # only a damaged or crafted archive lists such a name
-            raise CorruptStreamError(f"{self.label} archive lists an unsafe data file path") from None
+        if len(restored) != len(targets):
+            raise CorruptStreamError(f"{self.label} archive description is inconsistent")
         for target, (_, data) in zip(targets, restored):
-            target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
         return targets
 
     def default_output(self, payload: Payload, archive: Path) -> Path:
         name = strip_archive_suffix(archive)
         if name == Path(archive).name:
-            name = str(payload.meta.get("name") or name + self.suffixes[0])
+            original = payload.meta.get("name")  # from the archive: checked
+            name = plain_file_name(original, "output name") if original else name + self.suffixes[0]
         return Path(archive).with_name(name)
 
     def describe(self, meta: dict) -> list[str]:
@@ -382,7 +401,7 @@ class NrrdAdapter(HeaderedImageAdapter):
         if data_file is not None:
             if data_file.split()[0] == "LIST" or "%" in data_file:
                 raise UnsupportedInputError(f"{path}: NRRD data split over several files is not supported")
-            data_file = safe_relative(data_file, path)
+            data_file = detached_name(data_file, path)
         kinds = fields.get("kinds", "").lower().split()
         directions = fields.get("spacedirections", "").split()
         channels = len(sizes) >= 3 and (

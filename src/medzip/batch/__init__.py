@@ -1,0 +1,1 @@
+"""Archive whole trees: planner, Dask executor, SQLite manifest, ``medzip batch`` CLI."""
