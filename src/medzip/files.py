@@ -413,7 +413,7 @@ def _whole_file(src: Path, adapter, payload: Payload) -> bytes | None:
     alone would lose the rest)."""
     if not src.is_file() or [Path(p) for p in _source_files(adapter, src, payload)] != [src]:
         return None
-    return read_input(src)
+    return src.read_bytes()  # callers name the file in errors (_named)
 
 
 def write_output(data: bytes, dst, *, force: bool = False) -> Path:
