@@ -20,6 +20,8 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from medzip.container import compress_header, inflate_header
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDZIP_SHARED_DATA", REPO.parent / "shared" / "data"))
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -173,12 +175,15 @@ class Stream:
     def parse(cls, data: bytes) -> "Stream":
         magic, major, minor, hlen = _PREFIX.unpack_from(data)
         start = _PREFIX.size
-        header = json.loads(data[start:start + hlen])
+        head = data[start:start + hlen]
+        header = json.loads(inflate_header(head) if major >= 2 else head)  # 2.x: zstd'd
         return cls(magic, major, minor, header, data[start + hlen + 4:], start, start + hlen + 4)
 
     def build(self) -> bytes:
         """Serialise again, the way ContainerWriter does, with a fresh (valid) header CRC."""
         head = json.dumps(self.header, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        if self.major >= 2:
+            head = compress_header(head)
         prefix = _PREFIX.pack(self.magic, self.major, self.minor, len(head)) + head
         return prefix + struct.pack("<I", zlib.crc32(prefix) & 0xFFFFFFFF) + self.body
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import medzip
-from medzip.container import FORMAT_MAJOR, FORMAT_MINOR, Container
+from medzip.container import FORMAT_MAJOR, FORMAT_MINOR, JSON_FORMAT, Container
 
 from conftest import GOLDEN, Stream, comparable_header
 
@@ -83,15 +83,19 @@ def test_ALARM_ls3d_encoder_output_changed(name):
     """Re-encode the golden array with the recorded settings: the stream must be identical."""
     entry, data = _golden(name)
     arr = medzip.decompress(data)
-    again = medzip.compress(arr, **entry["compress_kwargs"])
+    # the ALARM guards the predictive coder: the zstd/xz fallback (format 1.2)
+    # may store these tiny crops smaller, so it is off here
+    again = medzip.compress(arr, **entry["compress_kwargs"], fallback=False)
     old, new = Stream.parse(data), Stream.parse(again)
     msg = (f"ls3d ENCODER OUTPUT CHANGED for golden file {entry['file']}: if this is intended, "
            "run `python tests/golden/make_golden.py --force` and commit the new golden files "
            "with the change; otherwise the encoder lost its determinism")
     # a golden file of an older minor version must still match once the keys that later minors
     # added are set aside (the writer's version string may change freely)
-    assert (new.major, new.minor) == (FORMAT_MAJOR, FORMAT_MINOR)
-    assert old.major == new.major and old.minor <= new.minor, msg
+    # the writer picks 2.0 (compressed header) or 1.2 (plain JSON), whichever is smaller;
+    # the header's meaning and the coded body must not change
+    assert (new.major, new.minor) in ((FORMAT_MAJOR, FORMAT_MINOR), JSON_FORMAT)
+    assert (old.major, old.minor) <= (new.major, new.minor), msg
     assert (comparable_header(old.header, (old.major, old.minor))
             == comparable_header(new.header, (old.major, old.minor))), msg
     assert old.body == new.body, msg

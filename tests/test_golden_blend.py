@@ -46,7 +46,9 @@ def test_blend_golden_decodes_exactly(name):
 def test_ALARM_blend_encoder_output_changed(name):
     entry, data = _load(name)
     arr = medzip.decompress(data)
-    again = Container.parse(medzip.compress(arr, **entry["compress_kwargs"]))
+    # the ALARM guards the predictive coder: the zstd/xz fallback (format 1.2) may store these
+    # tiny crops smaller, so it is off here
+    again = Container.parse(medzip.compress(arr, **entry["compress_kwargs"], fallback=False))
     old = Container.parse(data)
     assert (comparable_header(again.header, old.version)
             == comparable_header(old.header, old.version)), (

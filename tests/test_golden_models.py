@@ -70,7 +70,10 @@ def test_paper_golden_uses_the_current_paper_model():
 def test_ALARM_model_encoder_output_changed(case):
     entry, data = _load(case)
     arr = medzip.decompress(data)
-    again = Container.parse(medzip.compress(arr, **entry["compress_kwargs"]))
+    # the ALARM guards the predictive coder: the zstd/xz fallback (format 1.2)
+    # may store these tiny crops smaller, so it is off here
+    again = Container.parse(medzip.compress(arr, **entry["compress_kwargs"],
+                                            fallback=False))
     old = Container.parse(data)
     assert (comparable_header(again.header, old.version)
             == comparable_header(old.header, old.version)), (

@@ -145,6 +145,12 @@ FORGED = {
     "volumes_of_strings": lambda vh, h: h.update(volumes=["x"]),
     "members_not_list": lambda vh, h: h.update(members={"a": 1}),
     "source_not_object": lambda vh, h: h.update(source=[1, 2]),
+    # format 1.2 fallback volumes: the data section is inflated only up to the declared shape
+    "fallback_zstd_without_data": lambda vh, h: vh.update(codec="zstd"),
+    "fallback_xz_declares_2e30_voxels": lambda vh, h: vh.update(
+        codec="xz", data=vh["chunks"][0], shape=[2 ** 10] * 3),
+    "fallback_zstd_declares_2e30_voxels": lambda vh, h: vh.update(
+        codec="zstd", data=vh["chunks"][0], shape=[2 ** 10] * 3),
 }
 
 

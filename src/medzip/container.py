@@ -6,12 +6,16 @@ Layout (all integers little-endian; see docs/FORMAT.md)::
     major      u16       incompatible changes bump this; readers refuse a newer major
     minor      u16       compatible additions (new optional header keys)
     hlen       u32       length of the header
-    header     hlen      UTF-8 JSON object; unknown keys are ignored by readers
+    header     hlen      UTF-8 JSON object (1.x); from 2.0 the same JSON as one zstd frame
+                         coded with the fixed dictionary in header_dict.py
     hcrc       u32       CRC-32 of every byte before it
     body       ...       sections, addressed from the header by {"offset","length","crc32"}
 
 Sections are opaque byte strings (coded chunks, parameter blobs, file members); each is
 checked against its CRC-32 when read, so damage is reported with the section's name.
+
+The writer uses the lowest version that holds the header: 2.0 (compressed header) when that is
+smaller or the header needs it, else 1.2, which every 1.x reader parses.
 """
 from __future__ import annotations
 
@@ -20,14 +24,21 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+import zstandard
+
 from .errors import CorruptStreamError, UnsupportedVersionError
+from .header_dict import HEADER_DICT_2_0
 
 MAGIC = b"\x89MZP\r\n\x1a\n"
 # zstd level of the general-purpose sections (value tables, file members): they are small, so
 # the slowest standard level costs little time and changes no coded voxel
 SECTION_ZSTD_LEVEL = 19
-FORMAT_MAJOR = 1
-FORMAT_MINOR = 1  # 1.1: volumes carry a digest that binds dtype and shape (docs/FORMAT.md)
+# Newest version this medzip writes and reads (docs/FORMAT.md): 2.0 compresses the header.
+FORMAT_MAJOR = 2
+FORMAT_MINOR = 0
+# What the writer uses when the plain JSON header is the smaller one (1.1: volume digest
+# binding dtype and shape; 1.2: zstd/xz fallback codecs for volumes and members).
+JSON_FORMAT = (1, 2)
 _PREFIX = struct.Struct("<8sHHI")
 _CRC = struct.Struct("<I")
 # Largest JSON header a reader parses: parsing costs ~10x its size in Python objects. 32 MiB
@@ -52,10 +63,44 @@ class ContainerWriter:
         self._size += len(data)
         return ref
 
-    def finish(self, header: dict) -> bytes:
+    def finish(self, header: dict, *, compact: bool = False) -> bytes:
+        """Header + body. ``compact``: the header uses 2.x-only features, so write 2.0 even
+        when the compressed header is not the smaller one."""
         head = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        prefix = _PREFIX.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(head)) + head
+        packed = compress_header(head)
+        if compact or len(packed) < len(head):
+            version, head = (FORMAT_MAJOR, FORMAT_MINOR), packed
+        else:
+            version = JSON_FORMAT
+        prefix = _PREFIX.pack(MAGIC, *version, len(head)) + head
         return b"".join([prefix, _CRC.pack(crc32(prefix)), *self._parts])
+
+
+_HEADER_DICT = zstandard.ZstdCompressionDict(HEADER_DICT_2_0,
+                                             dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+
+
+def compress_header(head: bytes) -> bytes:
+    # no dictionary id, no checksum (the header CRC checks it); the content size stays so
+    # readers know the JSON's length before inflating it
+    return zstandard.ZstdCompressor(level=19, dict_data=_HEADER_DICT, write_dict_id=False,
+                                    write_checksum=False).compress(head)
+
+
+def inflate_header(packed) -> bytes:
+    """The JSON of a 2.x header, never more than MAX_HEADER bytes of it."""
+    try:
+        reader = zstandard.ZstdDecompressor(dict_data=_HEADER_DICT).stream_reader(bytes(packed))
+        with reader:
+            head = reader.read(MAX_HEADER + 1)
+            # read() may return less than asked before the end: read on up to the bound
+            while len(head) <= MAX_HEADER and (more := reader.read(MAX_HEADER + 1 - len(head))):
+                head += more
+    except zstandard.ZstdError:
+        raise CorruptStreamError("medzip header is corrupted (cannot be decompressed)") from None
+    if len(head) > MAX_HEADER:
+        raise CorruptStreamError("medzip header is larger than any medzip writes")
+    return head
 
 
 class Container:
@@ -84,8 +129,11 @@ class Container:
         (stored,) = _CRC.unpack(data[end : end + _CRC.size])
         if crc32(data[:end]) != stored:
             raise CorruptStreamError("medzip header is corrupted (CRC mismatch)")
+        head = data[_PREFIX.size : end]
+        if major >= 2:
+            head = inflate_header(head)
         try:
-            header = json.loads(bytes(data[_PREFIX.size : end]).decode("utf-8"))
+            header = json.loads(bytes(head).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # CRC passed: a writer bug
             raise CorruptStreamError(f"medzip header is unreadable: {exc}") from None
         if not isinstance(header, dict):

@@ -384,8 +384,9 @@ def encode_file(src, *, level: int | None = None, model: str | None = None, work
     with _named(name or src, str(src) if name else None):
         snapshot = _Snapshot.take(src) if os.path.lexists(src) else None
         adapter, payload = _read_payload(src, transcode)
-        data = api.compress_payload(payload, level=level, model=model,
-                                    workers=resolve_workers(workers), progress=progress)
+        data = api.compress_smallest(payload, _whole_file(src, adapter, payload), level=level,
+                                     model=model, workers=resolve_workers(workers),
+                                     progress=progress)[0]
         if snapshot is not None:
             snapshot.add(_source_files(adapter, src, payload))
             snapshot.check_unchanged()
@@ -404,6 +405,15 @@ def encode_bytes(data: bytes, *, level: int | None = None, model: str | None = N
                            name=name, transcode=transcode)
     finally:
         os.unlink(tmp)
+
+
+def _whole_file(src: Path, adapter, payload: Payload) -> bytes | None:
+    """The input's bytes for the stored-file fallback, when the input is one self-contained
+    file (folders and inputs with a detached data file have none: storing the named file
+    alone would lose the rest)."""
+    if not src.is_file() or [Path(p) for p in _source_files(adapter, src, payload)] != [src]:
+        return None
+    return src.read_bytes()  # callers name the file in errors (_named)
 
 
 def write_output(data: bytes, dst, *, force: bool = False) -> Path:
@@ -481,8 +491,10 @@ def compress_file_report(src, dst=None, *, level: int | None = None, model: str 
         adapter, payload = _read_payload(src, transcode)
         sources = _source_files(adapter, src, payload)
         snapshot.add(sources)
-        data = api.compress_payload(payload, level=level, model=model, workers=workers,
-                                    progress=progress)
+        data, payload = api.compress_smallest(payload, _whole_file(src, adapter, payload),
+                                              level=level, model=model, workers=workers,
+                                              progress=progress)
+        adapter = _adapter_for(payload.meta)  # the stored-file adapter when that was smaller
 
     def check(tmp):
         if verify or remove_source:

@@ -19,6 +19,7 @@ import constriction
 import numpy as np
 import zstandard
 
+from . import general
 from .container import SECTION_ZSTD_LEVEL, Container, ContainerWriter
 from .entropy import ResidualCoder
 from .errors import CorruptStreamError, MedzipError, UnsupportedInputError, UnsupportedVersionError
@@ -36,6 +37,14 @@ SUPPORTED_KINDS = "iu"
 MAX_RANGE_BITS = 33  # int32/uint32 span
 MAX_DIM = (1 << 31) - 1  # largest extent of one axis a reader accepts
 MAX_VOXELS = 1 << 40  # largest volume a reader accepts (also bounded by the machine's memory)
+# Fallback (docs/FORMAT.md): a volume's bytes coded with zstd -19 or xz replace the predictive
+# coding when smaller. Up to this many voxels both are simply tried (a fraction of a second);
+# above it, zstd -3 (~0.03 s per MB) first estimates whether an LZ coder comes close, since
+# xz at its slowest preset costs 2-4 s per MB, as much as the predictive coding itself.
+FALLBACK_TRY_ALL_VOXELS = 1 << 16
+FALLBACK_PROBE_LEVEL = 3
+FALLBACK_PROBE_MARGIN = 1.15  # zstd -3 within 15 % of the predictive size: try -19 and xz
+FALLBACK_CODECS = ("zstd", "xz")
 
 
 @dataclass(frozen=True)
@@ -45,15 +54,19 @@ class CodecSettings:
     chunk_slices: int | None = None
     workers: int = 1
     progress: bool = False
+    # keep a general-purpose coding of the volume when smaller (tests of the predictive
+    # coder alone switch it off)
+    fallback: bool = True
 
     @classmethod
-    def make(cls, *, level=None, model=None, chunk_slices=None, workers=1, progress=False):
+    def make(cls, *, level=None, model=None, chunk_slices=None, workers=1, progress=False,
+             fallback=True):
         level = parse_level(level)
         if chunk_slices is not None and int(chunk_slices) < 1:
             raise UnsupportedInputError("chunk size must be at least one slice")
         workers = resolve_workers(workers)
         return cls(level, model, None if chunk_slices is None else int(chunk_slices), workers,
-                   bool(progress))
+                   bool(progress), bool(fallback))
 
 
 def _as_4d(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -270,8 +283,7 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
     if top == 0:
         header["codec"] = "constant"
         return header
-    if used is not None:
-        header["value_table"] = {"count": int(used.size), **writer.add_section(_store_table(used))}
+    table = None if used is None else _store_table(used)
     model = settings.model or model_for_level(settings.level)
     chunks = [(t, z0, nz) for t in range(mapped.shape[0])
               for z0, nz in chunk_bounds(mapped.shape[1], settings.chunk_slices)]
@@ -284,12 +296,37 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
         size = sum(map(len, blobs)) + len(predictor.params())
         if best is None or size < best[0]:  # ties keep the earlier (preferred) candidate
             best = (size, predictor, model_entry, blobs)
-    _, predictor, model_entry, blobs = best
+    size, predictor, model_entry, blobs = best
+    size += len(table or b"")
+    fallback = _fallback(arr, size) if settings.fallback else None
+    if fallback is not None:
+        codec, data = fallback
+        del header["min"]
+        header.update(codec=codec, data=writer.add_section(data))
+        return header
+    if table is not None:
+        header["value_table"] = {"count": int(used.size), **writer.add_section(table)}
     header.update(codec="predictive", vmax=top, model=model_entry,
                   predictor_params=writer.add_section(predictor.params()))
     for (t, z0, nz), blob in zip(chunks, blobs):
         header["chunks"].append({"t": t, "z0": z0, "nz": nz, **writer.add_section(blob)})
     return header
+
+
+def _fallback(arr: np.ndarray, predictive_size: int) -> tuple[str, bytes] | None:
+    """``(codec, coded bytes)`` of the smallest general-purpose coding of the volume's bytes
+    (its dtype, C order) when it is smaller than the predictive coding, else None.
+
+    Small volumes try zstd -19 and xz outright. On larger ones a zstd -3 pass (fast) decides
+    first: clinical volumes code far smaller predictively, and there the slow coders never run.
+    """
+    raw = _raw_bytes(arr)
+    if arr.size > FALLBACK_TRY_ALL_VOXELS:
+        probe = len(general.zstd(raw, FALLBACK_PROBE_LEVEL))
+        if probe > FALLBACK_PROBE_MARGIN * predictive_size:
+            return None
+    codec, data = general.smallest(raw, FALLBACK_CODECS)
+    return (codec, data) if len(data) < predictive_size else None
 
 
 def _malformed(what: str) -> CorruptStreamError:
@@ -379,6 +416,8 @@ def _decode_codec(container, vh, shape, dtype, zsel, workers, progress, model) -
         info = np.iinfo(dtype)
         return np.full(out4, _field_int(vh.get("min"), "constant value", info.min, info.max),
                        dtype=dtype)
+    if codec in FALLBACK_CODECS:
+        return _decode_general(container, vh, codec, (t_, z_, y_, x_), dtype)[:, zsel[0]:zsel[1]]
     if codec == "predictive":
         if min(t_, z_, y_, x_) < 1:
             raise _malformed("volume shape")
@@ -388,6 +427,15 @@ def _decode_codec(container, vh, shape, dtype, zsel, workers, progress, model) -
         raise UnsupportedVersionError(f"volume uses codec '{codec[:40]}', unknown to this "
                                       "medzip version")
     raise _malformed("volume codec")
+
+
+def _decode_general(container, vh, codec: str, shape4, dtype) -> np.ndarray:
+    """A volume stored as its bytes coded with zstd or xz: inflated piecewise up to exactly
+    the size that shape and dtype declare (a forged size allocates nothing it does not fill)."""
+    size = math.prod(shape4) * dtype.itemsize
+    blob = container.section(vh.get("data"), "volume data")
+    raw = general.inflate(codec, blob, size, "volume data", writable=True)
+    return np.frombuffer(raw, dtype).reshape(shape4)
 
 
 def _check_memory(nbytes: int) -> None:
@@ -499,6 +547,8 @@ def volume_summary(vh: dict) -> dict:
     if not isinstance(chunks, list) or not all(isinstance(c, dict) for c in chunks):
         raise _malformed("chunk index")
     stored = sum(_field_int(c.get("length"), "chunk index", 0, 1 << 62) for c in chunks)
+    if isinstance(vh.get("data"), dict):  # a fallback volume: one section holds it all
+        stored += _field_int(vh["data"].get("length"), "volume data", 0, 1 << 62)
     model = vh.get("model") if isinstance(vh.get("model"), dict) else {}
     voxels = math.prod(shape)
     return {"shape": list(shape), "dtype": dtype.name, "voxels": voxels,
@@ -511,5 +561,6 @@ def volume_summary(vh: dict) -> dict:
 def section_refs(vh: dict) -> list[dict]:
     """Every section a volume entry points at (bounds checks without decoding)."""
     refs = [c for c in vh.get("chunks", []) if isinstance(c, dict)]
-    refs += [vh[k] for k in ("predictor_params", "value_table") if isinstance(vh.get(k), dict)]
+    refs += [vh[k] for k in ("predictor_params", "value_table", "data")
+             if isinstance(vh.get(k), dict)]
     return refs

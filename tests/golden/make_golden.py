@@ -5,6 +5,7 @@
     python tests/golden/make_golden.py --set lstm # add files for the current medzip-lstm model
                                                   # (tests/golden/lstm; earlier models' files stay)
     python tests/golden/make_golden.py --set paper  # the same for medzip-paper (tests/golden/paper)
+    python tests/golden/make_golden.py --set format2  # format 2.0 / fallback streams (once)
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -83,12 +84,63 @@ PAPER_CASES = {
         lambda: _crop("mr_dwi_b0_dipy_S0_10slices", slice(3, 6), slice(50, 62), slice(50, 62)),
         {}),
 }
+# Format 2.0 (compressed header) and 1.2's fallback codecs, made once by the writer that
+# introduced them; their decode test is tests/test_golden_format2.py.
+FORMAT2_CASES = {
+    "labels_ct_nema_2x64x64_u1": (
+        "ct_nema_enhanced_2frame [:, 200:264, 200:264] cut into 4 labels by value (a label map "
+        "from genuine CT, pydicom-data, MIT): takes the zstd/xz fallback",
+        lambda: np.digitize(_crop("ct_nema_enhanced_2frame", slice(None), slice(200, 264),
+                                  slice(200, 264)), [100, 900, 1100]).astype(np.uint8) * 60,
+        {}),
+    "mr_dwi4d_65x3x10x10_i2": (
+        "mr_dwi_dipy_small_64D [:, 3:6] (genuine 4-D DWI, dipy, BSD-3): 65 chunk entries, "
+        "coded predictively (fallback off), in a compressed header",
+        lambda: _crop("mr_dwi_dipy_small_64D", slice(None), slice(3, 6)),
+        {"fallback": False}),
+    "mr_dwi4d_65x3x10x10_i2_xz": (
+        "the same crop with the fallback on: xz is smaller",
+        lambda: _crop("mr_dwi_dipy_small_64D", slice(None), slice(3, 6)),
+        {}),
+}
+# A whole file stored (format 2.0 stored-file form): a tiny NRRD whose header is most of it.
+FORMAT2_FILES = {
+    "tiny_labels.nrrd": (
+        "2x8x8 label NRRD written here (header + 128 voxel bytes): stored whole",
+        lambda: (b"NRRD0004\ntype: uchar\ndimension: 3\nsizes: 8 8 2\nencoding: raw\n"
+                 b"# a comment that makes the header most of the file\n\n"
+                 + bytes((i // 16 + i % 3) % 4 * 60 for i in range(128)))),
+}
 SETS = {"ls3d": (HERE, CASES, {"model": "ls3d"}),
+        "format2": (HERE / "format2", FORMAT2_CASES, {"model": "ls3d"}),
         "lstm": (HERE / "lstm", LSTM_CASES, {"level": 5, "model": "medzip-lstm"}),
         "paper": (HERE / "paper", PAPER_CASES, {"model": "medzip-paper"}),
         "blend": (HERE / "blend", LSTM_CASES, {"level": 5})}
 # Sets whose files are tagged with the model version that wrote them.
 MODEL_SETS = {"lstm": "medzip-lstm", "paper": "medzip-paper"}
+
+
+def _stored_files(out_dir: Path) -> dict:
+    import tempfile
+
+    from medzip import files
+
+    entries = {}
+    for name, (source, build) in FORMAT2_FILES.items():
+        raw = build()
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / name
+            src.write_bytes(raw)
+            data = files.encode_file(src, level=1, workers=1)
+        info = medzip.inspect(data)
+        assert info["source"] == {"format": "stored"}, name
+        (out_dir / f"{name}.mzp").write_bytes(data)
+        entries[name] = {"file": f"{name}.mzp", "source": source, "size": len(raw),
+                         "sha256": hashlib.sha256(raw).hexdigest(),
+                         "mzp_sha256": hashlib.sha256(data).hexdigest(), "mzp_bytes": len(data),
+                         "format_version": info["format_version"]}
+        print(f"{name}: {len(raw)} bytes stored -> {len(data)} bytes")
+    return entries
 
 
 def main() -> int:
@@ -134,9 +186,13 @@ def main() -> int:
             "compress_kwargs": kwargs, "model": medzip.inspect(data)["volumes"][0]["model"],
             "model_sha256": medzip.inspect(data)["volumes"][0]["model_sha256"],
             "mzp_sha256": hashlib.sha256(data).hexdigest(), "mzp_bytes": len(data),
+            "format_version": medzip.inspect(data)["format_version"],
+            "codec": medzip.inspect(data)["volumes"][0]["codec"],
         }
         print(f"{name}: {arr.shape} {arr.dtype.str} -> {len(data)} bytes")
     manifest = {"writer": f"medzip {medzip.__version__}", "volumes": entries}
+    if args.set == "format2":
+        manifest["files"] = _stored_files(out_dir)
     manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return 0
 

@@ -71,7 +71,7 @@ def plain_file_name(name, what: str) -> str:
 
 
 # Modules defining ``ADAPTER``; probed in this order by ``adapter_for_path``.
-_ADAPTER_MODULES = ["dicom", "nifti", "npy", "nrrd", "metaimage"]
+_ADAPTER_MODULES = ["dicom", "nifti", "npy", "nrrd", "metaimage", "stored"]
 
 
 def adapters() -> list[FormatAdapter]:

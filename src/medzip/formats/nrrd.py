@@ -50,7 +50,7 @@ class Layout:
     header_len: int  # bytes of the header file before attached data
     data_file: str | None = None  # detached data file, relative to the header's folder
     line_skip: int = 0
-    byte_skip: int = 0  # after decoding; -1: the voxels are the last bytes (raw only)
+    byte_skip: int = 0  # after decoding; -1: the voxels are the last (decoded) bytes
     channels_last: bool = False  # fastest axis is non-spatial: coded as the slowest one
     summary: str = ""  # one line for describe()
 
@@ -192,9 +192,10 @@ class HeaderedImageAdapter:
             prefix_end = 0
         else:
             raise _KeepVerbatim(f"'{layout.encoding}' encoding")
-        if layout.byte_skip == -1:
-            if layout.encoding != "raw":
-                raise UnsupportedInputError(f"{path}: 'byte skip: -1' is only valid for raw data")
+        if layout.byte_skip < -1:
+            raise UnsupportedInputError(
+                f"{path}: invalid 'byte skip: {layout.byte_skip}' (NRRD allows -1 or more)")
+        if layout.byte_skip == -1:  # the voxels are the last bytes (of the decoded data if gzip)
             offset = len(decoded) - nbytes
         else:
             offset = prefix_end + layout.byte_skip
