@@ -261,9 +261,11 @@ def cmd_test(args) -> int:
 
 
 def _human_info(info: dict) -> list[str]:
+    # stored-file archives leave the writer out to save bytes
+    writer = f", written by {info['writer']}" if info.get("writer") else ""
     lines = [str(info["path"]),
-             f"  archive     {info['compressed_bytes']:,} bytes, format {info['format_version']}, "
-             f"written by {info.get('writer')}",
+             f"  archive     {info['compressed_bytes']:,} bytes, format {info['format_version']}"
+             f"{writer}",
              f"  original    {info['original_bytes']:,} bytes (voxels + kept members), "
              f"ratio {info['ratio']:.3f}, {info['bits_per_voxel']:.3f} bits/voxel"]
     for i, v in enumerate(info["volumes"]):
