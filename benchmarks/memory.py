@@ -21,35 +21,23 @@ from pathlib import Path
 
 import numpy as np
 
+from speed import TREE_PSS  # the PSS sampler source, shared with speed.py
+
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/volumes"
 CT = "derived_ct_brain_atlas_totalsegmentator"
 SERIES_FILES = 133
 
-_CHILD = r"""
-import json, os, sys, threading, time
-
-def tree_pss_mib(pid):
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for line in open(f"/proc/{p}/smaps_rollup"):
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-            for t in os.listdir(f"/proc/{p}/task"):
-                todo += [int(c) for c in open(f"/proc/{p}/task/{t}/children").read().split()]
-        except (FileNotFoundError, ProcessLookupError, ValueError):
-            pass
-    return total / 1024
+_CHILD = TREE_PSS + r"""
+import json, sys, threading, time
 
 args = json.loads(sys.argv[1])
 from medzip import files
 files.demo_sample_path()  # imports done before the baseline
-base = tree_pss_mib(os.getpid())
+base = tree_pss_mb(os.getpid())
 peak = [base]
 def sample():
     while True:
-        peak[0] = max(peak[0], tree_pss_mib(os.getpid()))
+        peak[0] = max(peak[0], tree_pss_mb(os.getpid()))
         time.sleep(0.02)
 threading.Thread(target=sample, daemon=True).start()
 t0 = time.perf_counter()

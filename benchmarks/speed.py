@@ -21,9 +21,9 @@ import numpy as np
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/volumes"
 
-_CHILD = r"""
-import hashlib, json, os, resource, sys, threading, time
-import numpy as np
+# Source run inside measurement processes (memory.py uses it too): tree_pss_mb(pid).
+TREE_PSS = r"""
+import os
 
 def tree_pss_mb(pid):
     # proportional set size of a process and its descendants: shared pages counted once
@@ -39,6 +39,11 @@ def tree_pss_mb(pid):
         except (FileNotFoundError, ProcessLookupError, ValueError):
             pass
     return total / 1024
+"""
+
+_CHILD = TREE_PSS + r"""
+import hashlib, json, resource, sys, threading, time
+import numpy as np
 
 peak = [0.0]
 def sample():

@@ -13,11 +13,11 @@ import numpy as np
 import zstandard
 
 from . import __version__, general
-from .container import Container, ContainerWriter, crc32
+from .container import Container, ContainerWriter, crc32, section_refs
 from .errors import CorruptStreamError, MedzipError
 from .formats.base import Payload
 from .formats.stored import stored_payload
-from .volume_codec import CodecSettings, decode_volume, encode_volume, section_refs, volume_summary
+from .volume_codec import CodecSettings, decode_volume, encode_volume, volume_summary
 
 __all__ = ["compress", "decompress", "compress_payload", "compress_smallest",
            "decompress_payload", "inspect", "verify", "Archive"]
@@ -224,7 +224,7 @@ class Archive:
             raise CorruptStreamError("medzip header is malformed (member size)")
         raw = sum(v["raw_bytes"] for v in vols) + sum(sizes)
         voxels = sum(v["voxels"] for v in vols)
-        refs = [r for vh in self.volume_entries for r in section_refs(vh)] + self.member_entries
+        refs = list(section_refs(container.header))
         return {
             "format_version": "%d.%d" % container.version,
             "writer": container.header.get("writer"),

@@ -46,6 +46,19 @@ _CRC = struct.Struct("<I")
 MAX_HEADER = 32 << 20
 
 
+def section_refs(node):
+    """Every section reference (a dict with ``offset`` and ``length``) anywhere in a header:
+    for checks that need no knowledge of what each section holds (truncation, CRCs)."""
+    if isinstance(node, dict):
+        if "offset" in node and "length" in node:
+            yield node
+        for value in node.values():
+            yield from section_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from section_refs(value)
+
+
 def crc32(data) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import api
-from .container import MAGIC, Container
+from .container import MAGIC, Container, section_refs
 from .errors import CorruptStreamError, MedzipError, UnsupportedInputError
 from .formats.base import (ARCHIVE_SUFFIX, TEMP_SUFFIX, Payload, adapter_by_name,
                            adapter_for_path, adapters, strip_archive_suffix)
@@ -693,24 +693,12 @@ test_bytes.__test__ = False  # type: ignore[attr-defined]
 test_file.__test__ = False  # type: ignore[attr-defined]
 
 
-def _section_refs(node):
-    """Every ``{"offset", "length", ...}`` section reference anywhere in a header."""
-    if isinstance(node, dict):
-        if "offset" in node and "length" in node:
-            yield node
-        for value in node.values():
-            yield from _section_refs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _section_refs(value)
-
-
 def _section_bounds(container: Container) -> tuple[int, int, int]:
     """(sections, sections that lie beyond the end of the data, bytes the header needs):
     what can be checked without reading any section."""
     total = missing = 0
     needed = container.body_start
-    for ref in _section_refs(container.header):
+    for ref in section_refs(container.header):
         total += 1
         try:
             end = container.body_start + int(ref["offset"]) + int(ref["length"])

@@ -29,8 +29,7 @@ from .predictors.registry import (DEFAULT_LEVEL, LEVELS, fit_candidates, load_pr
 from .predictors.base import Predictor
 from .scheduling import PaddedGeometry, wavefront, work_dtype
 
-__all__ = ["CodecSettings", "LEVELS", "encode_volume", "decode_volume", "volume_summary",
-           "section_refs"]
+__all__ = ["CodecSettings", "LEVELS", "encode_volume", "decode_volume", "volume_summary"]
 
 TARGET_CHUNK_SLICES = 64
 SUPPORTED_KINDS = "iu"
@@ -556,11 +555,3 @@ def volume_summary(vh: dict) -> dict:
             "chunks": len(chunks), "codec": vh.get("codec"),
             "model": model.get("name"), "model_sha256": model.get("sha256"),
             "bits_per_voxel": 8.0 * stored / voxels if voxels else 0.0}
-
-
-def section_refs(vh: dict) -> list[dict]:
-    """Every section a volume entry points at (bounds checks without decoding)."""
-    refs = [c for c in vh.get("chunks", []) if isinstance(c, dict)]
-    refs += [vh[k] for k in ("predictor_params", "value_table", "data")
-             if isinstance(vh.get(k), dict)]
-    return refs

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from .. import api, files
+from ..container import section_refs
 from ..errors import CorruptStreamError, MedzipError
 from .planner import CODED, TMP_SUFFIX, VERBATIM, Job, file_sha256, job_digest, source_digests
 
@@ -47,18 +48,6 @@ def copy_atomic(src: Path, dst: Path, expect_sha256: str, what: str) -> None:
             os.unlink(tmp)
 
 
-def _section_refs(node):
-    """Every ``{"offset", "length", "crc32"}`` section reference anywhere in a header."""
-    if isinstance(node, dict):
-        if {"offset", "length", "crc32"} <= node.keys():
-            yield node
-        for value in node.values():
-            yield from _section_refs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _section_refs(value)
-
-
 def _recorded_hashes(node) -> set[str]:
     """Every SHA-256 the format adapter recorded for the original file(s) (``*sha256`` keys)."""
     out: set[str] = set()
@@ -85,7 +74,7 @@ def archive_matches(archive: Path, digests: dict[str, str]) -> dict | None:
     try:
         data = archive.read_bytes()
         parsed = api.Archive(data)  # magic, version, header CRC, header structure
-        for i, ref in enumerate(_section_refs(parsed.container.header)):
+        for i, ref in enumerate(section_refs(parsed.container.header)):
             parsed.container.section(ref, f"section {i}")
         recorded = _recorded_hashes(parsed.source)
         if not recorded or not set(digests.values()) <= recorded:
