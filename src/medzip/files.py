@@ -204,7 +204,8 @@ def _archive_stat(st: os.stat_result, is_folder: bool) -> os.stat_result:
 _RACY_NS = 2_000_000_000  # times this close to now cannot prove a file unchanged (coarse clocks)
 
 
-def _sha256_file(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
@@ -220,7 +221,7 @@ def _stamp(path: Path, digest: bool | None = None) -> tuple:
         now = time.time_ns()
         digest = stat.S_ISREG(st.st_mode) and now - max(st.st_mtime_ns, st.st_ctime_ns) < _RACY_NS
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev,
-            _sha256_file(path) if digest else None)
+            file_sha256(path) if digest else None)
 
 
 def _input_files(src: Path) -> list[Path]:

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MedzipError
-from ..files import resolve_workers
+from ..files import file_sha256, resolve_workers
 from . import tasks
 from .manifest import Manifest
 from .planner import CODED, MANIFEST_NAME, SKIPPED, TMP_SUFFIX, VERBATIM, Job, plan, \
-    job_digest, source_digests, file_sha256
+    job_digest, source_digests
 
 LOCK_NAME = ".medzip-batch.lock"
 

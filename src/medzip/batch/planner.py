@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MedzipError
-from ..files import ARCHIVE_SUFFIX
+from ..files import ARCHIVE_SUFFIX, file_sha256
 from ..formats.base import adapters
 
 #: Manifest file kept at the top of DST (see manifest.py); a source file of that name is refused.
@@ -173,14 +173,6 @@ def _refuse_collisions(jobs: list[Job]) -> None:
             job.kind, job.note = SKIPPED, f"its output name {job.output} is taken by {other.rel}"
         else:
             seen[job.output] = job
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def source_digests(root: Path, job: Job) -> dict[str, str]:

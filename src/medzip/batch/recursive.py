@@ -52,11 +52,12 @@ def compress_recursive(args, progress: bool = False) -> int:
         t0 = time.perf_counter()
         try:
             remove = args.rm and not src.is_dir()  # compress_file removes single files only
-            dst = files.compress_file(src, None, level=args.level, model=args.model,
-                                      workers=args.threads, force=args.force, progress=progress,
-                                      verify=args.verify, remove_source=remove,
-                                      transcode=args.transcode)
-            info = files.info_file(dst)
+            # the report summarises the archive it wrote, without reading it back
+            report = files.compress_file_report(src, None, level=args.level, model=args.model,
+                                                workers=args.threads, force=args.force,
+                                                progress=progress, verify=args.verify,
+                                                remove_source=remove, transcode=args.transcode)
+            dst, info = report.output, report.info
             _say(args, f"{src}: -> {dst} ({info['ratio']:.2f}x, {info['bits_per_voxel']:.3f} "
                        f"bits/voxel)  [{time.perf_counter() - t0:.1f} s]")
         except MedzipError as exc:

@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import api, files
 from ..container import section_refs
 from ..errors import CorruptStreamError, MedzipError
-from .planner import CODED, TMP_SUFFIX, VERBATIM, Job, file_sha256, job_digest, source_digests
+from .planner import CODED, TMP_SUFFIX, VERBATIM, Job, job_digest, source_digests
 
 
 def _result(job: Job, status: str, t0: float, **extra) -> dict:
@@ -127,7 +127,7 @@ def file_rows(job: Job, digests: dict[str, str]) -> list[dict]:
 
 def _restored_already(out_root: Path, rows: list[dict]) -> bool:
     return all((out_root / r["rel"]).is_file() and (out_root / r["rel"]).stat().st_size == r["size"]
-               and file_sha256(out_root / r["rel"]) == r["sha256"] for r in rows)
+               and files.file_sha256(out_root / r["rel"]) == r["sha256"] for r in rows)
 
 
 def restore_job(dst_root: str, out_root: str, entry: dict, force: bool = False) -> dict:
