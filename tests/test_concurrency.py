@@ -116,6 +116,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _kill_and_check_workers(proc, workers) -> None:
+    """SIGKILL ``proc``; every one of ``workers`` must be gone within 10 s."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "workers outlived their killed parent"
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and prctl")
 def test_workers_die_with_a_killed_parent(tmp_path):
     """kill -9 of the process that owns a pool must not leave its workers running."""
@@ -136,12 +146,7 @@ def test_workers_die_with_a_killed_parent(tmp_path):
             workers = [c for c in _children(proc.pid) if _alive(c)]
             time.sleep(0.1)
         assert len(workers) >= 2, "the pool never started its workers"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        deadline = time.monotonic() + 10
-        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not any(_alive(w) for w in workers), "workers outlived their killed parent"
+        _kill_and_check_workers(proc, workers)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -163,12 +168,7 @@ def test_kill_9_of_the_cli_leaves_no_worker_running(tmp_path):
             workers = [c for c in _children(proc.pid) if _alive(c)]
             time.sleep(0.05)
         assert len(workers) >= 2, "the CLI never started its workers"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        deadline = time.monotonic() + 10
-        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not any(_alive(w) for w in workers), "workers outlived the killed CLI"
+        _kill_and_check_workers(proc, workers)
         assert not (tmp_path / "big.npy.mzp").exists()
     finally:
         if proc.poll() is None:
