@@ -6,7 +6,9 @@ predictor (synthetic, palette and label images; see docs/FORMAT.md, "fallback").
 
 "xz" here is a raw LZMA2 stream (the filter that .xz files carry, without the .xz container:
 the section CRC-32 and the SHA-256 digests already check it, and the container would cost
-~60 bytes on every small part). Dictionary: 64 MiB, the size of xz preset 9.
+~60 bytes on every small part). Dictionary: at most 8 MiB (xz preset 6's), so the encoder's match
+finder stays near 100 MiB whatever the input (preset 9's 64 MiB took ~700 MiB on a CT-sized
+volume that reached the fallback); readers accept up to 64 MiB.
 """
 from __future__ import annotations
 
@@ -23,16 +25,19 @@ CODECS = ("raw", "zstd", "xz")
 # The slowest standard zstd level: the parts it codes are small or chosen where it wins.
 ZSTD_LEVEL = 19
 _XZ_PRESET = 9 | lzma.PRESET_EXTREME
-_XZ_DICT_MAX = 64 << 20  # preset 9's dictionary: the largest a writer uses
+_XZ_DICT_MAX = 8 << 20  # preset 6's dictionary: the largest this writer uses
+_XZ_READ_DICT_MAX = 64 << 20  # preset 9's: what streams of earlier writers may need
 _XZ_DICT_MIN = 4096  # liblzma's smallest
 
 
-def _xz_dict(size: int) -> int:
-    """A dictionary just large enough for ``size`` bytes: the coded stream is the same as with
-    preset 9's 64 MiB (no match reaches further back than the data), but the encoder does not
-    set up ~700 MiB of match finder for a 300-byte file, and the decoder of a ``size``-byte
-    output never needs more."""
-    return min(_XZ_DICT_MAX, max(_XZ_DICT_MIN, size))
+def _xz_dict(size: int, largest: int = _XZ_DICT_MAX) -> int:
+    """A dictionary just large enough for ``size`` bytes, up to ``largest``: below that the
+    coded stream is the same as with a larger one (no match reaches further back than the
+    data), but the encoder does not set up ~700 MiB of match finder for a 300-byte file, and
+    the decoder of a ``size``-byte output never needs more."""
+    return min(largest, max(_XZ_DICT_MIN, size))
+
+
 _PIECE = 1 << 20  # inflation proceeds in pieces: memory follows the real data
 
 
@@ -95,7 +100,8 @@ def _inflate_zstd(raw, size: int, what: str) -> bytes:
 def _inflate_xz(raw, size: int, what: str) -> bytes:
     out = bytearray()
     dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW,
-                                filters=[{"id": lzma.FILTER_LZMA2, "dict_size": _xz_dict(size)}])
+                                filters=[{"id": lzma.FILTER_LZMA2,
+                                          "dict_size": _xz_dict(size, _XZ_READ_DICT_MAX)}])
     pending = bytes(raw)
     try:
         while len(out) <= size and not dec.eof:
