@@ -1,10 +1,14 @@
-"""Golden streams of the default predictor, medzip-blend (``make_golden.py --set blend``).
+"""Golden streams of the default predictor, medzip-blend (``make_golden.py --set blend`` and
+``--set blend2``).
 
 * Every later medzip must decode them exactly (medzip-blend v1 streams: censored residual coding,
-  classified least squares, blend of experts, row LSTM on top).
+  classified least squares, blend of experts, row LSTM on top; v2: the same with a 4-D series'
+  previous volume as context).
 * Re-encoding today gives the same bytes (``test_ALARM_blend_encoder_output_changed``): the fit,
   the integer kernels, the model file and the censored coder are still the ones that wrote them.
   If a change is intended, bump ``blend.VERSION`` (old streams must keep decoding) and add files.
+  A v1 file whose input the encoder now codes as v2 (the 4-D fMRI crop) is listed in
+  ``SUPERSEDED``: it stays a decode test, and its ALARM lives in the v2 set.
 """
 from __future__ import annotations
 
@@ -20,14 +24,18 @@ from medzip.container import Container
 
 from conftest import GOLDEN, comparable_header
 
-BLEND_GOLDEN = GOLDEN / "blend"
-MANIFEST = json.loads((BLEND_GOLDEN / "manifest.json").read_text())["volumes"]
-NAMES = sorted(MANIFEST)
+# golden folder -> the medzip-blend version its files were written with
+SETS = {"blend": 1, "blend2": 2}
+MANIFESTS = {s: json.loads((GOLDEN / s / "manifest.json").read_text())["volumes"] for s in SETS}
+NAMES = [f"{s}/{name}" for s in SETS for name in sorted(MANIFESTS[s])]
+# v1 files whose input is now coded with the previous-volume context (version 2)
+SUPERSEDED = {"blend/mr_fmri4d_2x4x32x32_i2"}
 
 
-def _load(name):
-    entry = MANIFEST[name]
-    return entry, (BLEND_GOLDEN / entry["file"]).read_bytes()
+def _load(key):
+    folder, name = key.split("/")
+    entry = MANIFESTS[folder][name]
+    return entry, (GOLDEN / folder / entry["file"]).read_bytes()
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -35,20 +43,22 @@ def test_blend_golden_decodes_exactly(name):
     entry, data = _load(name)
     assert hashlib.sha256(data).hexdigest() == entry["mzp_sha256"]
     (vh,) = Container.parse(data).header["volumes"]
-    assert vh["model"]["name"] == "medzip-blend" and vh["model"]["version"] == 1
+    assert vh["model"]["name"] == "medzip-blend"
+    assert vh["model"]["version"] == SETS[name.split("/")[0]]
     for workers in (1, 2):
         out = medzip.decompress(data, workers=workers)
         assert out.shape == tuple(entry["shape"]) and out.dtype.str == entry["dtype"]
         assert hashlib.sha256(np.ascontiguousarray(out).tobytes()).hexdigest() == entry["sha256"]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in SUPERSEDED])
 def test_ALARM_blend_encoder_output_changed(name):
     entry, data = _load(name)
     arr = medzip.decompress(data)
     # the ALARM guards the predictive coder: the zstd/xz fallback (format 1.2) may store these
     # tiny crops smaller, so it is off here
-    again = Container.parse(medzip.compress(arr, **entry["compress_kwargs"], fallback=False))
+    kwargs = {**entry["compress_kwargs"], "fallback": False}
+    again = Container.parse(medzip.compress(arr, **kwargs))
     old = Container.parse(data)
     assert (comparable_header(again.header, old.version)
             == comparable_header(old.header, old.version)), (
@@ -64,6 +74,8 @@ def test_blend_stream_names_unknown_version_cleanly():
     (vh,) = Container.parse(data).header["volumes"]
     params = Container.parse(data).section(vh["predictor_params"], "predictor parameters")
     with pytest.raises(UnsupportedVersionError):
+        load_predictor({**vh["model"], "version": 3}, params)
+    with pytest.raises(ValueError):  # a v1 parameter block named version 2
         load_predictor({**vh["model"], "version": 2}, params)
 
 
@@ -72,6 +84,8 @@ def test_decoding_the_default_model_does_not_import_torch():
     _, data = _load(NAMES[0])
     code = ("import sys, medzip; medzip.decompress(open(sys.argv[1], 'rb').read()); "
             "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code, str(BLEND_GOLDEN / MANIFEST[NAMES[0]]["file"])],
+    folder, name = NAMES[-1].split("/")  # a v2 (previous-volume) stream
+    path = GOLDEN / folder / MANIFESTS[folder][name]["file"]
+    out = subprocess.run([sys.executable, "-c", code, str(path)],
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"

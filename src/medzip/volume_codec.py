@@ -32,6 +32,7 @@ from .scheduling import PaddedGeometry, wavefront, work_dtype
 __all__ = ["CodecSettings", "LEVELS", "encode_volume", "decode_volume", "volume_summary"]
 
 TARGET_CHUNK_SLICES = 64
+TEMPORAL_CHUNK_SLICES = 16
 SUPPORTED_KINDS = "iu"
 MAX_RANGE_BITS = 33  # int32/uint32 span
 MAX_DIM = (1 << 31) - 1  # largest extent of one axis a reader accepts
@@ -150,10 +151,19 @@ def _load_table(blob: bytes, count: int) -> np.ndarray:
 
 # -- chunk engine -------------------------------------------------------------------------------
 def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
-               chunk: np.ndarray | None = None, words: np.ndarray | None = None):
-    """Encode ``chunk`` (returns uint32 words) or decode ``words`` (returns the chunk)."""
+               chunk: np.ndarray | None = None, words: np.ndarray | None = None,
+               previous: np.ndarray | None = None):
+    """Encode ``chunk`` (returns uint32 words) or decode ``words`` (returns the chunk).
+
+    ``previous``: the same slices of the series' previous volume, for predictors that read it
+    (``temporal``); it is padded like the chunk."""
     vol = np.zeros(geom.shape, work_dtype(vmax)).ravel()
-    model = predictor.start_chunk(geom, vmax)
+    if previous is None:
+        model = predictor.start_chunk(geom, vmax)
+    else:
+        ref = np.zeros(geom.shape, vol.dtype).ravel()
+        geom.embed(previous, ref)
+        model = predictor.start_chunk(geom, vmax, ref=ref)
     # censored coding (entropy.ResidualCoder) for predictors whose stream version asks for it
     coder = ResidualCoder(predictor.prior, vmax if getattr(predictor, "censored", False) else None)
     encoding = chunk is not None
@@ -200,7 +210,24 @@ def _encode_job(state: _EncodeState, i: int) -> bytes:
     t, z0, nz = state.chunks[i]
     part = state.vol4[t, z0:z0 + nz]
     geom = chunk_geometry(state.predictor, part.shape)
-    return code_chunk(state.predictor, geom, state.vmax, chunk=part).astype("<u4").tobytes()
+    previous = state.vol4[t - 1, z0:z0 + nz] if t and _temporal(state.predictor) else None
+    return code_chunk(state.predictor, geom, state.vmax, chunk=part,
+                      previous=previous).astype("<u4").tobytes()
+
+
+def _temporal(predictor) -> bool:
+    """Whether volume t of a series is coded with volume t-1 as context (then a chunk's
+    decoding needs the chunk of the same slices in the volume before)."""
+    return getattr(predictor, "temporal", False)
+
+
+def chunk_plan(shape4: tuple[int, int, int, int], chunk_slices: int | None,
+               temporal: bool) -> list[tuple[int, int, int]]:
+    """``(t, z0, nz)`` of every chunk. A temporal stream decodes each stack of chunks over time
+    in order, so its slabs are thinner (more stacks to share among workers); a slab's first
+    slice still has the previous volume as context, which keeps the cost of that small."""
+    target = chunk_slices or (TEMPORAL_CHUNK_SLICES if temporal else None)
+    return [(t, z0, nz) for t in range(shape4[0]) for z0, nz in chunk_bounds(shape4[1], target)]
 
 
 @dataclass(frozen=True)
@@ -220,18 +247,34 @@ class _DecodeState:
 
 
 def _decode_job(state: _DecodeState, job):
-    # Only the chunk's reference travels in: the chunk is read, CRC-checked, decoded and (when
+    """Decode a stack of chunks in order: one chunk, or (temporal streams) the chunks of the
+    same slices in every volume of the series, each the context of the next."""
+    # Only the chunks' references travel in: each chunk is read, CRC-checked, decoded and (when
     # the output is shared) written in place by the worker, so nothing large travels back.
-    ref, label, nz, (t, z0) = job
+    slabs, previous = [], None
+    for ref, label, nz, (t, z0) in job:
+        part = _decode_chunk(state, ref, label, nz, previous)
+        if _temporal(state.predictor):
+            previous = part
+        slabs.append(_place(state, part, t, z0, nz))
+    return None if state.out is not None else slabs
+
+
+def _decode_chunk(state: _DecodeState, ref, label: str, nz: int, previous):
     blob = state.container.section(ref, label)
     if len(blob) % 4:
         raise CorruptStreamError(f"{label} is truncated")
     words = np.frombuffer(blob, "<u4").astype(np.uint32, copy=False)  # no copy on little-endian
     try:
-        part = code_chunk(state.predictor, chunk_geometry(state.predictor, (nz,) + state.plane),
-                          state.vmax, words=words)
+        return code_chunk(state.predictor,
+                          chunk_geometry(state.predictor, (nz,) + state.plane), state.vmax,
+                          words=words, previous=previous)
     except (ValueError, RuntimeError, AssertionError):  # constriction reports exhausted data
         raise CorruptStreamError(f"{label} is corrupted (entropy decoding failed)") from None
+
+
+def _place(state: _DecodeState, part: np.ndarray, t: int, z0: int, nz: int):
+    """Write a decoded chunk (value ranks) into the output, or return it as a slab (spawn)."""
     if state.out is not None:
         dst, t_dst, z_dst = state.out, t, z0
     else:
@@ -240,6 +283,19 @@ def _decode_job(state: _DecodeState, job):
         dst[t_dst, z_dst + k] = (state.table[plane] if state.table is not None
                                  else plane.astype(np.int64)) + state.vmin
     return None if state.out is not None else dst[0]
+
+
+def _decode_stacks(places, wanted: list[int], predictor, t_: int) -> list[list[int]]:
+    """Chunk indices grouped into decoding jobs: one chunk each, or for a temporal stream one
+    stack per slab of slices, in time order (every volume must then use the same slabs)."""
+    if not _temporal(predictor):
+        return [[i] for i in wanted]
+    stacks: dict[tuple[int, int], list[int]] = {}
+    for i in sorted(wanted, key=lambda i: places[i][0]):
+        stacks.setdefault(places[i][1:], []).append(i)
+    if any(len(s) != t_ for s in stacks.values()):
+        raise _malformed("chunks of a series coded with its previous volumes do not line up")
+    return [stacks[key] for key in sorted(stacks)]
 
 
 def _warm_up(predictor, vmax: int) -> None:
@@ -284,18 +340,17 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
         return header
     table = None if used is None else _store_table(used)
     model = settings.model or model_for_level(settings.level)
-    chunks = [(t, z0, nz) for t in range(mapped.shape[0])
-              for z0, nz in chunk_bounds(mapped.shape[1], settings.chunk_slices)]
-    weights = [nz * mapped.shape[2] * mapped.shape[3] for _, _, nz in chunks]
     best = None
     for predictor, model_entry in fit_candidates(model, mapped, settings.level):
+        chunks = chunk_plan(mapped.shape, settings.chunk_slices, _temporal(predictor))
+        weights = [nz * mapped.shape[2] * mapped.shape[3] for _, _, nz in chunks]
         state = _EncodeState(mapped, predictor, top, chunks)
         blobs = _run(_encode_job, state, list(range(len(chunks))), settings.workers, weights,
                      settings.progress, "compress", predictor, top)
         size = sum(map(len, blobs)) + len(predictor.params())
         if best is None or size < best[0]:  # ties keep the earlier (preferred) candidate
-            best = (size, predictor, model_entry, blobs)
-    size, predictor, model_entry, blobs = best
+            best = (size, predictor, model_entry, blobs, chunks)
+    size, predictor, model_entry, blobs, chunks = best
     size += len(table or b"")
     fallback = _fallback(arr, size) if settings.fallback else None
     if fallback is not None:
@@ -522,17 +577,21 @@ def _decode_predictive(container, vh, shape4, dtype, workers, progress, user_mod
     state = _DecodeState(container, predictor, (y_, x_), vmax, vmin, table, dtype,
                          out if shared_out else None)
     chunks = vh["chunks"]
-    jobs = []
-    for i in wanted:
-        t, z0, nz = places[i]
-        label = f"chunk {i} (volume {t}, slices {z0}..{z0 + nz - 1})"
-        jobs.append((chunks[i], label, nz, (t, z0 - base)))
-    parts = _run(_decode_job, state, jobs, resolve_workers(workers),
-                 [places[i][2] * y_ * x_ for i in wanted], progress, "decompress", predictor,
-                 vmax)
+    jobs, weights = [], []
+    for stack in _decode_stacks(places, wanted, predictor, t_):
+        job = []
+        for i in stack:
+            t, z0, nz = places[i]
+            label = f"chunk {i} (volume {t}, slices {z0}..{z0 + nz - 1})"
+            job.append((chunks[i], label, nz, (t, z0 - base)))
+        jobs.append(tuple(job))
+        weights.append(sum(places[i][2] for i in stack) * y_ * x_)
+    parts = _run(_decode_job, state, jobs, resolve_workers(workers), weights, progress,
+                 "decompress", predictor, vmax)
     if not shared_out:
-        for (_, _, nz, (t, z0)), part in zip(jobs, parts):
-            out[t, z0:z0 + nz] = part
+        for job, slabs in zip(jobs, parts):
+            for (_, _, nz, (t, z0)), part in zip(job, slabs):
+                out[t, z0:z0 + nz] = part
     return out[:, zsel[0] - base:zsel[1] - base]
 
 

@@ -6,6 +6,8 @@
                                                   # (tests/golden/lstm; earlier models' files stay)
     python tests/golden/make_golden.py --set paper  # the same for medzip-paper (tests/golden/paper)
     python tests/golden/make_golden.py --set format2  # format 2.0 / fallback streams (once)
+    python tests/golden/make_golden.py --set blend2   # medzip-blend v2: 4-D series coded with
+                                                      # the previous volume as context (once)
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -84,6 +86,21 @@ PAPER_CASES = {
         lambda: _crop("mr_dwi_b0_dipy_S0_10slices", slice(3, 6), slice(50, 62), slice(50, 62)),
         {}),
 }
+# medzip-blend v2 (the previous volume of a series as context): the v1 fMRI crop again (now
+# coded with its previous volume), a longer series cut in two slabs (two decoding stacks of six
+# volumes), and the searched level.
+BLEND2_CASES = {
+    "mr_fmri4d_2x4x32x32_i2": CASES["mr_fmri4d_2x4x32x32_i2"],
+    "mr_fmri4d_6x6x10x10_i2": (
+        "mr_fmri_nitime_fmri1 [0:6, 0:6] (genuine 4-D fMRI, nitime, BSD-3); chunks of 3 slices: "
+        "two stacks of six volumes",
+        lambda: _crop("mr_fmri_nitime_fmri1", slice(0, 6), slice(0, 6)),
+        {"chunk_slices": 3}),
+    "mr_fmri4d_6x6x10x10_i2_level9": (
+        "the same crop at level 9 (search over encoder options)",
+        lambda: _crop("mr_fmri_nitime_fmri1", slice(0, 6), slice(0, 6)),
+        {"chunk_slices": 3, "level": 9}),
+}
 # Format 2.0 (compressed header) and 1.2's fallback codecs, made once by the writer that
 # introduced them; their decode test is tests/test_golden_format2.py.
 FORMAT2_CASES = {
@@ -115,7 +132,8 @@ SETS = {"ls3d": (HERE, CASES, {"model": "ls3d"}),
         "format2": (HERE / "format2", FORMAT2_CASES, {"model": "ls3d"}),
         "lstm": (HERE / "lstm", LSTM_CASES, {"level": 5, "model": "medzip-lstm"}),
         "paper": (HERE / "paper", PAPER_CASES, {"model": "medzip-paper"}),
-        "blend": (HERE / "blend", LSTM_CASES, {"level": 5})}
+        "blend": (HERE / "blend", LSTM_CASES, {"level": 5}),
+        "blend2": (HERE / "blend2", BLEND2_CASES, {"level": 5, "fallback": False})}
 # Sets whose files are tagged with the model version that wrote them.
 MODEL_SETS = {"lstm": "medzip-lstm", "paper": "medzip-paper"}
 

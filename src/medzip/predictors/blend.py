@@ -17,6 +17,10 @@ residual-energy scale buckets of ls3d follow. The predictor also asks the residu
 distribution puts below 0 or above vmax is given to the boundary values, which is where clipped
 CT (air at -1024 HU) and masked MR put many voxels.
 
+Version 2 adds, for 4-D series, the previous volume of the series as context (temporal.py):
+two more experts for every volume after the first, used where the encoder found that they pay.
+Streams without it are written as version 1, byte for byte as before.
+
 Everything on the coding path is integer arithmetic in numba (no fast-math).
 """
 from __future__ import annotations
@@ -35,16 +39,22 @@ from .base import PredictorBase, ResidualChunk
 from .contexts import activity_bucket, residual_activity
 from .lstm import N_FEATURES, LSTMPredictor, _step_outputs, voxel_features
 from .models import ModelFile
+from .temporal import N_T2, N_T3, fit_temporal, ref_offsets
 
 NAME = "medzip-blend"
-VERSION = 1
+VERSION = 1  # written when the previous-volume context is off (3-D volumes, most DWI)
+TEMPORAL_VERSION = 2  # version 1 + the previous-volume experts and their coefficients
+VERSIONS = (VERSION, TEMPORAL_VERSION)
 N_BANDS = 4
 N_ACT = 3
 N_DIR = 3
 N_ZSIM = 2
 N_CLASSES = N_BANDS * N_ACT * N_DIR * N_ZSIM
-N_EXPERTS = 5
-ALL_EXPERTS = (1 << N_EXPERTS) - 1
+# Experts 0-4 work inside one volume; 5 and 6 read the previous volume of a series (version 2).
+N_EXPERTS = 7
+SPATIAL_EXPERTS = 0b0011111
+TEMPORAL_EXPERTS = 0b1100000
+ALL_EXPERTS = SPATIAL_EXPERTS | TEMPORAL_EXPERTS
 # A class's own 16 coefficients cost ~50 bytes in the stream; below this many voxels (estimated
 # over the whole volume) the gain cannot pay for them and the class uses the global set.
 MIN_CLASS_VOXELS = 16384
@@ -59,7 +69,8 @@ class BlendPredictor(PredictorBase):
     censored = True  # the residual coder folds the mass outside [0, vmax] onto the boundaries
 
     def __init__(self, ls: LS3DPredictor, edges, athr, ccoef, bias_cancel: bool = True,
-                 power: int = 3, experts: int = ALL_EXPERTS, lstm: ModelFile | None = None):
+                 power: int = 3, experts: int = ALL_EXPERTS, lstm: ModelFile | None = None,
+                 tcoef=None, temporal: bool = False):
         self.ls = ls
         self.edges = np.asarray(edges, np.int64)  # N_BANDS - 1 intensity band edges
         self.athr = np.asarray(athr, np.int64)  # N_ACT - 1 activity thresholds
@@ -67,6 +78,12 @@ class BlendPredictor(PredictorBase):
         self.bias_cancel = bool(bias_cancel)
         self.power = int(power)
         self.experts = int(experts)  # bit k: expert k takes part in the blend
+        # previous-volume context: the fitted (ct3, ct2) sets, and whether this stream uses them
+        self.tcoef = None if tcoef is None else tuple(np.asarray(c, np.int64) for c in tcoef)
+        self.temporal = bool(temporal) and self.tcoef is not None
+        if self.temporal and (self.tcoef[0].size != N_T3 or self.tcoef[1].size != N_T2):
+            raise ValueError("bad temporal coefficient sets")
+        self.version = TEMPORAL_VERSION if self.temporal else VERSION
         # optional row LSTM that corrects the blend (mean and scale), as medzip-lstm corrects LS
         self.lstm = lstm
         if lstm is not None:
@@ -75,7 +92,7 @@ class BlendPredictor(PredictorBase):
 
     # -- serialisation ----------------------------------------------------------------------
     def header_entry(self) -> dict:
-        entry = {"name": NAME, "version": VERSION}
+        entry = {"name": NAME, "version": self.version}
         if self.lstm is not None:
             entry["lstm"] = {"name": self.lstm.name, "sha256": self.lstm.sha256}
         return entry
@@ -83,14 +100,18 @@ class BlendPredictor(PredictorBase):
     def variant(self, **kw) -> "BlendPredictor":
         """The same fit with other coding options (levels 7-9 try a few)."""
         opts = dict(bias_cancel=self.bias_cancel, power=self.power, experts=self.experts,
-                    lstm=self.lstm)
+                    lstm=self.lstm, tcoef=self.tcoef, temporal=self.temporal)
         opts.update(kw)
         return BlendPredictor(self.ls, self.edges, self.athr, self.ccoef, **opts)
 
     def params(self) -> bytes:
         own = np.array([not np.array_equal(c, self.ls.coef3) for c in self.ccoef], bool)
-        body = np.concatenate([self.edges, self.athr, self.ccoef[own].ravel()]).astype("<i8")
-        head = struct.pack("<BBBB", VERSION, int(self.bias_cancel), self.power, self.experts)
+        parts = [self.edges, self.athr, self.ccoef[own].ravel()]
+        if self.temporal:
+            parts += list(self.tcoef)
+        body = np.concatenate(parts).astype("<i8")
+        experts = self.experts if self.temporal else self.experts & SPATIAL_EXPERTS
+        head = struct.pack("<BBBB", self.version, int(self.bias_cancel), self.power, experts)
         lsb = self.ls.params()
         packed = zstandard.ZstdCompressor(level=19).compress(
             np.packbits(own).tobytes() + body.tobytes())
@@ -99,7 +120,8 @@ class BlendPredictor(PredictorBase):
     @classmethod
     def from_params(cls, blob: bytes, lstm: ModelFile | None = None) -> "BlendPredictor":
         version, bias, power, experts = struct.unpack_from("<BBBB", blob)
-        if version != VERSION or bias > 1 or power not in (2, 3) or not 0 < experts <= ALL_EXPERTS:
+        allowed = ALL_EXPERTS if version == TEMPORAL_VERSION else SPATIAL_EXPERTS
+        if version not in VERSIONS or bias > 1 or power not in (2, 3) or not 0 < experts <= allowed:
             raise ValueError("bad blend parameter block")
         (n_ls,) = struct.unpack_from("<H", blob, 4)
         ls = LS3DPredictor.from_params(blob[6:6 + n_ls])
@@ -110,25 +132,38 @@ class BlendPredictor(PredictorBase):
         n_mask = (N_CLASSES + 7) // 8
         own = np.unpackbits(np.frombuffer(raw[:n_mask], np.uint8))[:N_CLASSES].astype(bool)
         k = len(OFFS_3D) + 1
+        n_t = N_T3 + N_T2 if version == TEMPORAL_VERSION else 0
+        if len(raw) < n_mask or (len(raw) - n_mask) % 8:
+            raise ValueError("bad blend parameter block")
         body = np.frombuffer(raw[n_mask:], "<i8").astype(np.int64)
-        if len(raw) < n_mask or body.size != N_BANDS - 1 + N_ACT - 1 + k * int(own.sum()):
+        n_cls = N_BANDS - 1 + N_ACT - 1 + k * int(own.sum())
+        if body.size != n_cls + n_t:
             raise ValueError("bad blend parameter block")
         edges, athr = body[:N_BANDS - 1], body[N_BANDS - 1:N_BANDS + N_ACT - 2]
         ccoef = np.tile(ls.coef3, (N_CLASSES, 1))
-        ccoef[own] = body[N_BANDS + N_ACT - 2:].reshape(-1, k)
-        return cls(ls, edges, athr, ccoef, bool(bias), power, experts, lstm)
+        ccoef[own] = body[N_BANDS + N_ACT - 2:n_cls].reshape(-1, k)
+        tcoef = (body[n_cls:n_cls + N_T3], body[n_cls + N_T3:]) if n_t else None
+        return cls(ls, edges, athr, ccoef, bool(bias), power, experts, lstm, tcoef, bool(n_t))
 
     # -- encoder-side fit -------------------------------------------------------------------
     @classmethod
     def fit(cls, vol4: np.ndarray, ls: LS3DPredictor | None = None, **kw) -> "BlendPredictor":
+        """Fit to a volume (t, z, y, x); a series also gets the previous-volume sets, used when
+        they pay on the fit sample (``temporal=`` forces the choice)."""
         ls = ls or LS3DPredictor.fit(vol4)
         edges, athr, ccoef = _fit_classes(vol4, ls)
+        fitted = fit_temporal(vol4, ls.coef3)
+        if fitted is not None:
+            kw.setdefault("tcoef", fitted[:2])
+            kw.setdefault("temporal", fitted[2])
         return cls(ls, edges, athr, ccoef, **kw)
 
-    def start_chunk(self, geom: PaddedGeometry, vmax: int):
+    def start_chunk(self, geom: PaddedGeometry, vmax: int, ref: np.ndarray | None = None):
+        """``ref``: the previous volume's voxels of the same slices, padded like the chunk
+        (temporal streams, volumes t >= 1); None for the first volume of a series."""
         if self.lstm is not None:
-            return _BlendLSTMChunk(self, geom, vmax)
-        return _BlendChunk(self, geom, vmax)
+            return _BlendLSTMChunk(self, geom, vmax, ref)
+        return _BlendChunk(self, geom, vmax, ref)
 
 
 def _sample_planes(vol4: np.ndarray):
@@ -258,11 +293,21 @@ def _accumulate(vol, flat, row, plane, off3, edges, athr, shift, ata, atb):
 
 
 class _BlendChunk(ResidualChunk):
-    def __init__(self, pred: BlendPredictor, geom: PaddedGeometry, vmax: int):
+    def __init__(self, pred: BlendPredictor, geom: PaddedGeometry, vmax: int,
+                 ref: np.ndarray | None = None):
         super().__init__(geom, vmax)
         self.p = pred
         self.off3 = flat_offsets(OFFS_3D, geom)
         self.off2 = flat_offsets(OFFS_2D, geom)
+        self.offt = ref_offsets(geom.row)
+        if pred.temporal and ref is not None:
+            self.ref, self.ct3, self.ct2 = ref, pred.tcoef[0], pred.tcoef[1]
+            self.experts = pred.experts
+        else:  # no previous volume: the in-volume experts only (never an empty blend)
+            self.ref = np.zeros(1, self.res.dtype)
+            self.ct3 = np.zeros(N_T3, np.int64)
+            self.ct2 = np.zeros(N_T2, np.int64)
+            self.experts = pred.experts & SPATIAL_EXPERTS or 1
         self.row, self.plane, self.vmax = geom.row, geom.plane, vmax
         if geom.pad != PAD:
             raise ValueError("medzip-blend needs the default padding")
@@ -279,9 +324,10 @@ class _BlendChunk(ResidualChunk):
         self._corr = np.empty(n, np.int64)
         self._pred = np.empty((n, N_EXPERTS), np.int64)
         p = self.p
-        _blend_predict(vol, self.res, self.err, flat, zloc, self.off3, p.ls.coef3, self.off2,
-                       p.ls.coef2, p.ccoef, p.edges, p.athr, self.row, self.plane, self.vmax,
-                       p.power, p.experts, p.bias_cancel, self.bc_sum, self.bc_cnt, mu, bucket, self._ctx,
+        _blend_predict(vol, self.ref, self.res, self.err, flat, zloc, self.off3, p.ls.coef3,
+                       self.off2, p.ls.coef2, p.ccoef, p.edges, p.athr, self.offt, self.ct3,
+                       self.ct2, self.row, self.plane, self.vmax, p.power, self.experts,
+                       p.bias_cancel, self.bc_sum, self.bc_cnt, mu, bucket, self._ctx,
                        self._corr, self._pred)
         return mu, bucket
 
@@ -295,8 +341,9 @@ class _BlendChunk(ResidualChunk):
 class _BlendLSTMChunk(_BlendChunk):
     """The blend as base prediction; the row LSTM adds its mean correction and scale."""
 
-    def __init__(self, pred: BlendPredictor, geom: PaddedGeometry, vmax: int):
-        super().__init__(pred, geom, vmax)
+    def __init__(self, pred: BlendPredictor, geom: PaddedGeometry, vmax: int,
+                 ref: np.ndarray | None = None):
+        super().__init__(pred, geom, vmax, ref)
         net = pred.net.net
         n_rows = geom.shape[0] * geom.shape[1]
         self.h = np.zeros((n_rows, net.hidden), np.int64)
@@ -314,9 +361,10 @@ class _BlendLSTMChunk(_BlendChunk):
         self._pred = np.empty((n, N_EXPERTS), np.int64)
         u = np.empty(n, np.int64)
         xh = np.empty((n, net.inputs + net.hidden), np.float32)
-        _blend_lstm_inputs(vol, self.res, self.err, flat, zloc, self.off3, p.ls.coef3, self.off2,
-                           p.ls.coef2, p.ccoef, p.edges, p.athr, self.row, self.plane, self.vmax,
-                           p.power, p.experts, self.h, xh, u, self._base, self._pred)
+        _blend_lstm_inputs(vol, self.ref, self.res, self.err, flat, zloc, self.off3, p.ls.coef3,
+                           self.off2, p.ls.coef2, p.ccoef, p.edges, p.athr, self.offt, self.ct3,
+                           self.ct2, self.row, self.plane, self.vmax, p.power, self.experts,
+                           self.h, xh, u, self._base, self._pred)
         _step_outputs(xh, lp.w_t, vol, flat, zloc, self.row, self.plane, self.vmax, self.h,
                       self.c, net.b, net.shift, net.sig, net.tanh_g, net.tanh_c, net.head_w,
                       net.head_b, net.head_shift, u, self._base, self.bc_sum, self.bc_cnt,
@@ -351,6 +399,17 @@ def _lin_q4(vol, f, off, c):
 
 
 @numba.njit(cache=True, inline="always")
+def _lin_q4_temporal(vol, ref, f, off, offt, c):
+    """Q4 prediction from spatial taps ``off`` and the previous volume's taps ``offt``."""
+    acc = c[c.size - 1]
+    for k in range(off.size):
+        acc += c[k] * vol[f + off[k]]
+    for k in range(offt.size):
+        acc += c[off.size + k] * ref[f + offt[k]]
+    return (acc + (1 << (FRAC - 5))) >> (FRAC - 4)
+
+
+@numba.njit(cache=True, inline="always")
 def _med(w, n, nw):
     if nw >= max(w, n):
         return min(w, n)
@@ -360,9 +419,12 @@ def _med(w, n, nw):
 
 
 @numba.njit(cache=True, inline="always")
-def blend_base(vol, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, row, plane, vmax, power,
-               experts, pred, e):
-    """The experts' Q4 predictions (into ``pred``) and their error-weighted mean, in [0, vmax]."""
+def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt, ct3, ct2, row,
+               plane, vmax, power, experts, pred, e):
+    """The experts' Q4 predictions (into ``pred``) and their error-weighted mean, in [0, vmax].
+
+    ``ref`` (the previous volume, padded like ``vol``) is read only when ``experts`` has the
+    temporal bits set."""
     ne = N_EXPERTS
     w = np.int64(vol[f - 1])
     n = np.int64(vol[f - row])
@@ -384,6 +446,16 @@ def blend_base(vol, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, row, plan
     pred[2] = p2
     pred[3] = p3
     pred[4] = med
+    if experts & TEMPORAL_EXPERTS:
+        if z > 0:
+            pred[5] = _lin_q4_temporal(vol, ref, f, off3, offt, ct3)
+        else:
+            pred[5] = _lin_q4_temporal(vol, ref, f, off2, offt, ct2)
+        pr = np.int64(ref[f])
+        pred[6] = 16 * pr + 8 * ((w - ref[f - 1]) + (n - ref[f - row]))
+    else:  # never blended; kept defined for the error memory
+        pred[5] = p0
+        pred[6] = p0
     # each expert's absolute errors on the decoded neighbours (NE of the last column is padding)
     ne_inside = f % row + 1 < row - PAD
     emin = np.int64(1) << 40
@@ -415,15 +487,15 @@ def blend_base(vol, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, row, plan
 
 
 @numba.njit(cache=True)
-def _blend_predict(vol, res, err, flat, zloc, off3, c3, off2, c2, ccoef, edges, athr, row,
-                   plane, vmax, power, experts, bias_cancel, bc_sum, bc_cnt, mu_out, b_out, ctx_out,
-                   corr_out, pred_out):
+def _blend_predict(vol, ref, res, err, flat, zloc, off3, c3, off2, c2, ccoef, edges, athr, offt,
+                   ct3, ct2, row, plane, vmax, power, experts, bias_cancel, bc_sum, bc_cnt, mu_out,
+                   b_out, ctx_out, corr_out, pred_out):
     e = np.empty(N_EXPERTS, np.int64)
     for i in range(flat.size):
         f = flat[i]
         z = zloc[i]
-        mu = blend_base(vol, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, row, plane, vmax,
-                        power, experts, pred_out[i], e)
+        mu = blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt, ct3,
+                        ct2, row, plane, vmax, power, experts, pred_out[i], e)
         b = activity_bucket(residual_activity(res, f, z, row, plane))
         ctx = 0
         corr = 0
@@ -437,8 +509,9 @@ def _blend_predict(vol, res, err, flat, zloc, off3, c3, off2, c2, ccoef, edges, 
 
 
 @numba.njit(cache=True)
-def _blend_lstm_inputs(vol, els, err, flat, zloc, off3, c3, off2, c2, ccoef, edges, athr, row,
-                       plane, vmax, power, experts, hs, xh, u_out, base_out, pred_out):
+def _blend_lstm_inputs(vol, ref, els, err, flat, zloc, off3, c3, off2, c2, ccoef, edges, athr,
+                       offt, ct3, ct2, row, plane, vmax, power, experts, hs, xh, u_out, base_out,
+                       pred_out):
     """As lstm._step_inputs, with the blend as the base prediction the network corrects."""
     n_in = xh.shape[1] - hs.shape[1]
     feats = np.empty(N_FEATURES, np.int64)
@@ -446,8 +519,8 @@ def _blend_lstm_inputs(vol, els, err, flat, zloc, off3, c3, off2, c2, ccoef, edg
     for i in range(flat.size):
         f = flat[i]
         z = zloc[i]
-        base = blend_base(vol, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, row, plane,
-                          vmax, power, experts, pred_out[i], e)
+        base = blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt, ct3,
+                          ct2, row, plane, vmax, power, experts, pred_out[i], e)
         u_out[i] = voxel_features(vol, els, f, z, base, row, plane, off3, vmax, feats)
         base_out[i] = base
         for k in range(n_in):

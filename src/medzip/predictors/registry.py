@@ -6,7 +6,7 @@ import operator
 import numpy as np
 
 from ..errors import UnsupportedInputError, UnsupportedVersionError
-from .blend import NAME as BLEND, VERSION as BLEND_VERSION, BlendPredictor
+from .blend import NAME as BLEND, TEMPORAL_EXPERTS, VERSIONS as BLEND_VERSIONS, BlendPredictor
 from .ls3d import LS3DPredictor
 from .lstm import LSTMPredictor
 from .models import find_model, load_model
@@ -55,14 +55,17 @@ def _fit_row_lstm(mf, vol4: np.ndarray, level: int) -> list:
 
 def _fit_blend(vol4: np.ndarray, level: int) -> list:
     """medzip-blend: the blend of experts as base, the shipped row LSTM on top, censored coding;
-    from SEARCH_LEVEL also without bias canceller, on the global LS base only and without the
-    LSTM."""
+    a series uses its previous volumes where the fit says it pays. From SEARCH_LEVEL also
+    without bias canceller, on the global LS base only (with its previous-volume set), without
+    the LSTM, and with the other previous-volume choice."""
     first = BlendPredictor.fit(vol4, lstm=load_model("medzip-lstm"))
     out = [first]
     if level >= SEARCH_LEVEL:
         out += [first.variant(bias_cancel=False),  # small masked MR: the canceller can cost
-                first.variant(experts=0b00001),  # global LS base only
+                first.variant(experts=0b0000001 | (TEMPORAL_EXPERTS & 0b0100000)),  # LS only
                 first.variant(lstm=None)]  # the classical blend alone
+        if first.tcoef is not None:  # a series: the encoder's guess may be wrong
+            out.append(first.variant(temporal=not first.temporal))
     return out
 
 
@@ -99,11 +102,16 @@ def fit_candidates(model: str, vol4: np.ndarray, level: int) -> list:
 def load_predictor(entry: dict, params: bytes, user_model: str | None = None):
     """Decoder side: rebuild the predictor the stream names, refusing anything else."""
     if entry.get("name") == BLEND:
-        if entry.get("version") != BLEND_VERSION:
-            raise UnsupportedVersionError(f"stream uses {BLEND} version {entry.get('version')}; "
-                                          f"this medzip decodes version {BLEND_VERSION}")
+        version = entry.get("version")
+        if version not in BLEND_VERSIONS:
+            raise UnsupportedVersionError(
+                f"stream uses {BLEND} version {str(version)[:20]}; this medzip decodes versions "
+                + ", ".join(map(str, BLEND_VERSIONS)))
         lstm = find_model(entry["lstm"], user_model) if isinstance(entry.get("lstm"), dict) else None
-        return BlendPredictor.from_params(params, lstm)
+        pred = BlendPredictor.from_params(params, lstm)
+        if pred.version != version:
+            raise ValueError("blend parameters do not match the model entry's version")
+        return pred
     if entry.get("name") in CLASSICAL:
         return CLASSICAL[entry["name"]][1](params)
     mf = find_model(entry, user_model)
