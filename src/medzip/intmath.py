@@ -43,3 +43,19 @@ def solve_normal_equations(ata: np.ndarray, atb: np.ndarray, ridge: float = 1e-6
                 for c in range(col, n + 1):
                     row[c] -= f * src[c]
     return [(m[i][n] / m[i][i] if abs(m[i][i]) >= 1e-12 else 0.0) / scale[i] for i in range(n)]
+
+
+def exact_gram(a: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(A^T A, A^T b)`` of integer columns, exactly, at BLAS speed where that is provable.
+
+    With ``|values| <= m`` every product is at most ``m**2`` and every partial sum at most
+    ``rows * m**2``; below 2**53 all of them are integers that float64 represents exactly, so
+    the result does not depend on the BLAS's summation order, blocking or FMA use. (numpy's
+    int64 matmul has no BLAS: it made the least-squares fits most of the encoder's serial time.)
+    Otherwise plain int64 arithmetic.
+    """
+    m = max(int(np.abs(a).max(initial=0)), int(np.abs(target).max(initial=0)), 1)
+    if a.shape[0] * m * m < (1 << 53):
+        af = a.astype(np.float64)
+        return ((af.T @ af).astype(np.int64), (af.T @ target.astype(np.float64)).astype(np.int64))
+    return a.T @ a, a.T @ target

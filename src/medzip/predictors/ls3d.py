@@ -14,7 +14,7 @@ import struct
 import numba
 import numpy as np
 
-from ..intmath import solve_normal_equations
+from ..intmath import exact_gram, solve_normal_equations
 from ..scheduling import PaddedGeometry
 from .base import PredictorBase, ResidualChunk
 from .contexts import activity_bucket, residual_activity
@@ -85,8 +85,9 @@ def _fit(vol4: np.ndarray, offsets, need_prev: bool) -> np.ndarray:
         cols = [pair[1 + dz, 2 + dy: y_ + 2 + dy: step, 2 + dx: x_ + 2 + dx: step].ravel()
                 for dz, dy, dx in offsets]
         a = np.stack(cols + [np.ones_like(target)], axis=1)
-        ata += a.T @ a
-        atb += a.T @ target
+        g, h = exact_gram(a, target)
+        ata += g
+        atb += h
     if ata[k, k] == 0:
         return _identity_coefficients(k)
     sol = solve_normal_equations(ata, atb)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..intmath import solve_normal_equations
+from ..intmath import exact_gram, solve_normal_equations
 from .ls3d import FRAC, FIT_PLANES, MAX_FIT_SAMPLES, OFFS_2D, OFFS_3D
 
 # Taps in the previous volume, same slice: (dy, dx).
@@ -68,12 +68,14 @@ def fit_temporal(vol4: np.ndarray, coef3: np.ndarray):
         tcols = [ref[2 + dy:y_ + 2 + dy:step, 2 + dx:x_ + 2 + dx:step].ravel() for dy, dx in OFFS_T]
         one = [np.ones_like(target)]
         a2 = np.stack(taps(OFFS_2D) + tcols + one, axis=1)
-        sys2[0] += a2.T @ a2
-        sys2[1] += a2.T @ target
+        g, h = exact_gram(a2, target)
+        sys2[0] += g
+        sys2[1] += h
         if z > 0:
             a3 = np.stack(taps(OFFS_3D) + tcols + one, axis=1)
-            sys3[0] += a3.T @ a3
-            sys3[1] += a3.T @ target
+            g, h = exact_gram(a3, target)
+            sys3[0] += g
+            sys3[1] += h
             rows3.append((a3, target))
     if not rows3:
         return None

@@ -21,6 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--val", nargs="*", default=None, help="validation files (by subject)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--base", choices=("ls", "blend"), default="ls",
+                   help="what the row LSTM corrects: per-volume least squares (level 4, "
+                        "medzip-lstm) or medzip-blend's experts (levels 5-9, medzip-blend-lstm)")
     g = p.add_argument_group("--paper: the published MedZip configuration (Nagoor et al. 2020)")
     g.add_argument("--paper", action="store_true",
                    help="train the pyramid-neighbourhood LSTM of the paper (model kind 'paper')")
@@ -55,5 +58,5 @@ def run(args) -> int:
           hidden=args.hidden or 16, epochs=args.epochs, qat_epochs=args.qat_epochs,
           rows_per_volume=args.rows_per_volume, batch=args.batch or 32, lr=args.lr or 3e-3,
           seed=args.seed, val=args.val, threads=args.threads, device=args.device,
-          command=command)
+          command=command, base=args.base)
     return 0

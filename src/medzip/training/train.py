@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..predictors.lstm import N_FEATURES
 from ..predictors.models import MODEL_FORMAT
-from .data import RowSet, load_volume, volume_rows
+from .data import BASES, RowSet, load_volume
 from .qlstm import QRowLSTM
 
 LN2 = math.log(2.0)
@@ -89,7 +89,11 @@ def evaluate(model: QRowLSTM, sets: list[RowSet], batch: int = 256) -> tuple[flo
 def train(paths: list[Path], out: Path, *, name: str, hidden: int = 16, epochs: int = 6,
           qat_epochs: int = 3, rows_per_volume: int = 3000, batch: int = 32, lr: float = 3e-3,
           seed: int = 0, val: list[str] | None = None, val_fraction: float = 0.25,
-          threads: int = 2, device: str | None = None, command: str = "") -> dict:
+          threads: int = 2, device: str | None = None, command: str = "",
+          base: str = "ls") -> dict:
+    """``base``: what the network corrects, "ls" (per-volume least squares: medzip-lstm, level
+    4) or "blend" (medzip-blend's experts: the default levels); see data.BASES."""
+    rows = BASES[base]
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
@@ -97,7 +101,7 @@ def train(paths: list[Path], out: Path, *, name: str, hidden: int = 16, epochs: 
     train_paths, val_paths = split_by_subject(sorted(paths), val, val_fraction)
     print(f"train: {[p.name for p in train_paths]}\nvalid: {[p.name for p in val_paths]}")
     t0 = time.time()
-    load = lambda ps: [r for r in (volume_rows(p.name, load_volume(p), rows_per_volume, rng)  # noqa: E731
+    load = lambda ps: [r for r in (rows(p.name, load_volume(p), rows_per_volume, rng)  # noqa: E731
                                    for p in tqdm(ps, desc="features")) if r is not None]
     train_sets, val_sets = load(train_paths), load(val_paths)
     print(f"features ready in {time.time() - t0:.0f}s: "
@@ -130,14 +134,14 @@ def train(paths: list[Path], out: Path, *, name: str, hidden: int = 16, epochs: 
             run = 0.98 * run + 0.02 * lv if k else lv
             bar.set_postfix(bits=f"{run:.3f}")
         model_cpu = model.to("cpu")
-        vb, base = evaluate(model_cpu, val_sets) if val_sets else (float("nan"),) * 2
+        vb, base_bits = evaluate(model_cpu, val_sets) if val_sets else (float("nan"),) * 2
         model.to(dev)
         history.append({"epoch": epoch + 1, "quantized": model.quantized, "val_bits": vb,
-                        "val_ls_only_bits": base})
-        print(f"epoch {epoch + 1}: validation {vb:.4f} bits/voxel (LS-only {base:.4f})")
+                        "val_ls_only_bits": base_bits})
+        print(f"epoch {epoch + 1}: validation {vb:.4f} bits/voxel ({base}-only {base_bits:.4f})")
     model = model.to("cpu")
     meta = {"format": MODEL_FORMAT, "kind": "row-lstm", "name": name, "hidden": hidden,
-            "features": N_FEATURES, "bias_cancel": True, "seed": seed,
+            "features": N_FEATURES, "bias_cancel": True, "seed": seed, "base": base,
             "train": [p.name for p in train_paths], "valid": [p.name for p in val_paths],
             "history": history, "command": command, "seconds": round(time.time() - t0)}
     arrays = model.export_arrays()
