@@ -94,3 +94,27 @@ def test_damaged_blend_chunks_are_reported_as_corruption(clipped):
             continue
         assert np.array_equal(out, arr)
     assert caught >= 10
+
+
+def test_levels_7_to_9_compare_candidates_on_a_sample_of_large_volumes(monkeypatch):
+    """Above SEARCH_FULL_VOXELS the candidates are coded on two sample slabs and only the
+    winner codes the whole volume; the result is exact and does not depend on workers."""
+    import medzip.volume_codec as vc
+
+    arr = sample_array()  # 6 x 64 x 64 real MR
+    coded = []
+    real_run = vc._run
+
+    def counting_run(fn, state, jobs, workers, weights, *rest):
+        coded.append((len(jobs), int(sum(weights))))
+        return real_run(fn, state, jobs, workers, weights, *rest)
+
+    monkeypatch.setattr(vc, "_run", counting_run)
+    monkeypatch.setattr(vc, "SEARCH_FULL_VOXELS", arr.size // 2)
+    monkeypatch.setattr(vc, "SEARCH_SAMPLE_SLICES", 2)  # two slabs of 2 of the 6 slices
+    blob = medzip.compress(arr, level=9, fallback=False)
+    assert len(coded) >= 4  # three or more candidates, then the winner
+    assert all(job == (2, 2 * 2 * 64 * 64) for job in coded[:-1])
+    assert coded[-1] == (1, arr.size)  # the winner codes the whole volume (one chunk)
+    assert medzip.compress(arr, level=9, fallback=False, workers=2) == blob
+    np.testing.assert_array_equal(medzip.decompress(blob, workers=2), arr)

@@ -41,6 +41,12 @@ MAX_VOXELS = 1 << 40  # largest volume a reader accepts (also bounded by the mac
 # coding when smaller. Up to this many voxels both are simply tried (a fraction of a second);
 # above it, zstd -3 (~0.03 s per MB) first estimates whether an LZ coder comes close, since
 # xz at its slowest preset costs 2-4 s per MB, as much as the predictive coding itself.
+# Levels 7-9 code several candidate predictors and keep the smallest stream. Above this many
+# voxels the candidates are compared on a sample of slabs first and only the winner codes the
+# whole volume (encode time ~1.5x level 5 instead of ~4x); smaller volumes compare whole streams.
+SEARCH_FULL_VOXELS = 1 << 22
+SEARCH_SAMPLE_SLABS = 2
+SEARCH_SAMPLE_SLICES = 8
 FALLBACK_TRY_ALL_VOXELS = 1 << 16
 FALLBACK_PROBE_LEVEL = 3
 FALLBACK_PROBE_MARGIN = 1.15  # zstd -3 within 15 % of the predictive size: try -19 and xz
@@ -341,7 +347,10 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
     table = None if used is None else _store_table(used)
     model = settings.model or model_for_level(settings.level)
     best = None
-    for predictor, model_entry in fit_candidates(model, mapped, settings.level):
+    candidates = fit_candidates(model, mapped, settings.level)
+    if len(candidates) > 1 and mapped.size > SEARCH_FULL_VOXELS:
+        candidates = [_best_on_sample(candidates, mapped, top, settings)]
+    for predictor, model_entry in candidates:
         chunks = chunk_plan(mapped.shape, settings.chunk_slices, _temporal(predictor))
         weights = [nz * mapped.shape[2] * mapped.shape[3] for _, _, nz in chunks]
         state = _EncodeState(mapped, predictor, top, chunks)
@@ -365,6 +374,30 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
     for (t, z0, nz), blob in zip(chunks, blobs):
         header["chunks"].append({"t": t, "z0": z0, "nz": nz, **writer.add_section(blob)})
     return header
+
+
+def _best_on_sample(candidates: list, vol4: np.ndarray, top: int, settings: CodecSettings):
+    """The candidate whose stream is smallest on a few slabs of the volume (ties: the earlier).
+
+    Slabs of SEARCH_SAMPLE_SLICES slices spread evenly through z, in the middle time point of a
+    series (which has a previous volume for the temporal candidates). Depends only on the
+    volume, never on the worker count, so the output bytes do not either."""
+    t_, z_ = vol4.shape[:2]
+    nz = min(SEARCH_SAMPLE_SLICES, z_)
+    starts = sorted({(z_ - nz) * (i + 1) // (SEARCH_SAMPLE_SLABS + 1)
+                     for i in range(SEARCH_SAMPLE_SLABS)})
+    sample = [(t_ // 2, z0, nz) for z0 in starts]
+    weights = [nz * vol4.shape[2] * vol4.shape[3]] * len(sample)
+    best = None
+    for cand in candidates:
+        predictor = cand[0]
+        state = _EncodeState(vol4, predictor, top, sample)
+        blobs = _run(_encode_job, state, list(range(len(sample))), settings.workers, weights,
+                     False, "search", predictor, top)
+        size = sum(map(len, blobs)) + len(predictor.params())
+        if best is None or size < best[0]:
+            best = (size, cand)
+    return best[1]
 
 
 def _fallback(arr: np.ndarray, predictive_size: int) -> tuple[str, bytes] | None:
