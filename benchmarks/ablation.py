@@ -5,10 +5,14 @@ Variants, all through the real coder (chunking as medzip.compress, parameter byt
   +censor      the same, coded with the distribution censored at the volume's floor/ceiling
   +classes     classified least squares alone (one LS set per causal class), censored
   +blend       blend of the five experts by local error (medzip-blend without the LSTM)
-  +lstm        the row LSTM on top of the blend: the default (level 5)
+  +lstm        medzip-lstm (trained on LS residuals) on top of the blend: medzip-blend v1's default
+  +blend-lstm  the network trained on the blend's residuals (medzip-blend-lstm) instead
+  +previous    4-D series: the previous volume as context where the fit says it pays (blend v2);
+               with +blend-lstm this is today's default (level 5); 3-D volumes: = +blend-lstm
   lstm-0.1     the previous default (row LSTM on global LS, uncensored), for reference
 Volumes: every .npy in --data (default ../shared/data/volumes), or the names given.
-Usage: python benchmarks/ablation.py [--data DIR] [--model NAME|FILE] [NAMES...]
+Usage: python benchmarks/ablation.py [--data DIR] [--model NAME|FILE] [--blend-model NAME|FILE]
+                                    [NAMES...]
 """
 from __future__ import annotations
 
@@ -23,50 +27,59 @@ from medzip.predictors.models import load_model
 from medzip.predictors.blend import BlendPredictor
 from medzip.predictors.ls3d import LS3DPredictor
 from medzip.training.data import mapped_volume
-from medzip.volume_codec import chunk_bounds, chunk_geometry, code_chunk
+from medzip.volume_codec import chunk_geometry, chunk_plan, code_chunk
 
 # validation volumes of the shipped medzip-lstm (docs/MODELS.md): never seen in training
 HELD_OUT = {"ct_head_invesalius_cranium", "mr_dwi_b0_dipy_S0_10slices", "mr_head_opendx_dxsamples"}
-COLUMNS = ["ls3d", "+censor", "+classes", "+blend", "+lstm", "lstm-0.1"]
+COLUMNS = ["ls3d", "+censor", "+classes", "+blend", "+lstm", "+blend-lstm", "+previous",
+           "lstm-0.1"]
+DEFAULT = COLUMNS.index("+previous")
 
 
 def coded_bits(pred, vol4) -> int:
+    """Bits of the stream medzip.compress writes with ``pred`` (chunking, previous-volume
+    context and parameter bytes as there; container and header not counted)."""
     bits = 8 * len(pred.params())
     vmax = int(vol4.max())
-    for t in range(vol4.shape[0]):
-        for z0, nz in chunk_bounds(vol4.shape[1], None):
-            part = vol4[t, z0:z0 + nz]
-            bits += 32 * code_chunk(pred, chunk_geometry(pred, part.shape), vmax, chunk=part).size
+    temporal = getattr(pred, "temporal", False)
+    for t, z0, nz in chunk_plan(vol4.shape, None, temporal):
+        part = vol4[t, z0:z0 + nz]
+        previous = vol4[t - 1, z0:z0 + nz] if temporal and t else None
+        bits += 32 * code_chunk(pred, chunk_geometry(pred, part.shape), vmax, chunk=part,
+                                previous=previous).size
     return bits
 
 
-def variants(vol4, model):
+def variants(vol4, model, blend_model):
     ls = LS3DPredictor.fit(vol4)
     censored = LS3DPredictor(ls.coef3, ls.coef2)
     censored.censored = True  # instance flag: the engine asks the coder to censor
-    blend = BlendPredictor.fit(vol4, ls)
+    default = BlendPredictor.fit(vol4, ls, lstm=blend_model)  # previous volume where it pays
+    blend = default.variant(lstm=None, temporal=False)
     return [ls, censored, blend.variant(experts=0b00010), blend, blend.variant(lstm=model),
-            lstm_mod.LSTMPredictor(model, ls)]
+            blend.variant(lstm=blend_model), default, lstm_mod.LSTMPredictor(model, ls)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/volumes")
     ap.add_argument("--model", default="medzip-lstm")
+    ap.add_argument("--blend-model", default="medzip-blend-lstm")
     ap.add_argument("names", nargs="*")
     args = ap.parse_args()
-    model = load_model(args.model)
-    print(f"model {model.name} sha256 {model.sha256[:12]}  (* = not seen in training)")
+    model, blend_model = load_model(args.model), load_model(args.blend_model)
+    print(f"+lstm: {model.name} {model.sha256[:12]}; +blend-lstm: {blend_model.name} "
+          f"{blend_model.sha256[:12]}  (* = not seen in training)")
     print("| volume | " + " | ".join(COLUMNS) + " | default / ls3d |")
     print("|---" * (len(COLUMNS) + 2) + "|")
     names = args.names or sorted(p.stem for p in args.data.glob("*.npy"))
     for name in names:
         vol4 = mapped_volume(np.load(args.data / f"{name}.npy"))
         vol4 = vol4.astype(np.int32 if vol4.max() < (1 << 30) else np.int64)
-        row = [coded_bits(p, vol4) / vol4.size for p in variants(vol4, model)]
+        row = [coded_bits(p, vol4) / vol4.size for p in variants(vol4, model, blend_model)]
         star = " *" if name in HELD_OUT else ""
         print(f"| {name}{star} | " + " | ".join(f"{b:.4f}" for b in row)
-              + f" | {row[4] / row[0]:.3f} |", flush=True)
+              + f" | {row[DEFAULT] / row[0]:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

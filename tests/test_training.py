@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import medzip  # noqa: E402
+from medzip.container import Container  # noqa: E402
 from medzip.intlstm import QuantLSTMParams, linear_head  # noqa: E402
 from int_reference import lstm_cell  # noqa: E402
 from medzip.training.qlstm import QRowLSTM  # noqa: E402
@@ -58,7 +59,10 @@ def test_subject_split_never_puts_one_subject_on_both_sides(tmp_path):
     assert not {subject_key(p) for p in train} & {subject_key(p) for p in val}
 
 
-def test_train_cli_exports_a_usable_model(tmp_path):
+@pytest.mark.parametrize("base", ["ls", "blend"])
+def test_train_cli_exports_a_usable_model(tmp_path, base):
+    """A network trained on LS residuals codes as a row-LSTM model (level 4 style); one trained
+    with ``--base blend`` runs on top of medzip-blend, and the stream names it."""
     from medzip.cli import main
 
     vols = []
@@ -69,12 +73,16 @@ def test_train_cli_exports_a_usable_model(tmp_path):
         vols.append(str(tmp_path / f"vol{i}_s{i}x.npy"))
     model = tmp_path / "mine.npz"
     rc = main(["train", *vols, "--out", str(model), "--name", "mine", "--epochs", "1",
-               "--qat-epochs", "1", "--rows-per-volume", "40", "--val", vols[0]])
+               "--qat-epochs", "1", "--rows-per-volume", "40", "--val", vols[0], "--base", base])
     assert rc == 0 and model.stat().st_size > 1000
     arr = np.load(vols[1])
     blob = medzip.compress(arr, model=str(model), fallback=False)  # the model codes it
     info = medzip.inspect(blob)["volumes"][0]
-    assert info["model"] == "mine"
+    if base == "ls":
+        assert info["model"] == "mine"
+    else:
+        (vh,) = Container.parse(blob).header["volumes"]
+        assert vh["model"]["name"] == "medzip-blend" and vh["model"]["lstm"]["name"] == "mine"
     np.testing.assert_array_equal(medzip.decompress(blob, model=str(model)), arr)
     with pytest.raises(medzip.MedzipError, match="mine"):
         medzip.decompress(blob)  # the stream names a model this medzip does not ship

@@ -6,8 +6,9 @@
                                                   # (tests/golden/lstm; earlier models' files stay)
     python tests/golden/make_golden.py --set paper  # the same for medzip-paper (tests/golden/paper)
     python tests/golden/make_golden.py --set format2  # format 2.0 / fallback streams (once)
-    python tests/golden/make_golden.py --set blend2   # medzip-blend v2: 4-D series coded with
-                                                      # the previous volume as context (once)
+    python tests/golden/make_golden.py --set blend2   # medzip-blend with medzip-blend-lstm:
+                                                      # v1 streams and v2 (4-D series coded with
+                                                      # the previous volume as context), once
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -86,11 +87,11 @@ PAPER_CASES = {
         lambda: _crop("mr_dwi_b0_dipy_S0_10slices", slice(3, 6), slice(50, 62), slice(50, 62)),
         {}),
 }
-# medzip-blend v2 (the previous volume of a series as context): the v1 fMRI crop again (now
-# coded with its previous volume), a longer series cut in two slabs (two decoding stacks of six
-# volumes), and the searched level.
+# medzip-blend with its own network (medzip-blend-lstm): the blend set's crops again (the 4-D
+# fMRI crop now coded with its previous volume: version 2), a longer series cut in two slabs
+# (two decoding stacks of six volumes), and the searched level.
 BLEND2_CASES = {
-    "mr_fmri4d_2x4x32x32_i2": CASES["mr_fmri4d_2x4x32x32_i2"],
+    **LSTM_CASES,
     "mr_fmri4d_6x6x10x10_i2": (
         "mr_fmri_nitime_fmri1 [0:6, 0:6] (genuine 4-D fMRI, nitime, BSD-3); chunks of 3 slices: "
         "two stacks of six volumes",
@@ -168,7 +169,7 @@ def main() -> int:
     args = ap.parse_args()
     out_dir, cases, base_kwargs = SETS[args.set]
     out_dir.mkdir(exist_ok=True)
-    if args.set in ("lstm", "blend"):  # one file at the searched level too
+    if args.set in ("lstm", "blend", "blend2"):  # one file at the searched level too
         name = "mr_dwi_b0_4x40x40_be_u2"
         cases = {**cases, name + "_level9": (cases[name][0], cases[name][1], {"level": 9})}
     manifest_path = out_dir / "manifest.json"

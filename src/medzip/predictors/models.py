@@ -38,7 +38,8 @@ class ModelFile:
 
 # Name -> the file encoders use now. Files of earlier versions stay in models/ as
 # "<name>@<sha256 prefix>.npz" so that streams coded with them keep decoding.
-BUILTIN_MODELS = {"medzip-lstm": "medzip-lstm.npz", "medzip-paper": "medzip-paper.npz"}
+BUILTIN_MODELS = {"medzip-lstm": "medzip-lstm.npz", "medzip-blend-lstm": "medzip-blend-lstm.npz",
+                  "medzip-paper": "medzip-paper.npz"}
 
 
 def _models_dir():

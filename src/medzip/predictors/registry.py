@@ -53,12 +53,15 @@ def _fit_row_lstm(mf, vol4: np.ndarray, level: int) -> list:
     return out
 
 
-def _fit_blend(vol4: np.ndarray, level: int) -> list:
+BLEND_NETWORK = "medzip-blend-lstm"  # the row LSTM trained on the blend's residuals
+
+
+def _fit_blend(vol4: np.ndarray, level: int, network=None) -> list:
     """medzip-blend: the blend of experts as base, the shipped row LSTM on top, censored coding;
     a series uses its previous volumes where the fit says it pays. From SEARCH_LEVEL also
     without bias canceller, on the global LS base only (with its previous-volume set), without
     the LSTM, and with the other previous-volume choice."""
-    first = BlendPredictor.fit(vol4, lstm=load_model("medzip-lstm"))
+    first = BlendPredictor.fit(vol4, lstm=network or load_model(BLEND_NETWORK))
     out = [first]
     if level >= SEARCH_LEVEL:
         out += [first.variant(bias_cancel=False),  # small masked MR: the canceller can cost
@@ -95,7 +98,10 @@ def fit_candidates(model: str, vol4: np.ndarray, level: int) -> list:
         preds = CLASSICAL[model][0](vol4, level)
     else:
         mf = load_model(model)
-        preds = MODEL_KINDS[mf.meta["kind"]][0](mf, vol4, level)
+        if mf.meta.get("base") == "blend":  # a network trained to correct the blend
+            preds = _fit_blend(vol4, max(level, DEFAULT_LEVEL), mf)
+        else:
+            preds = MODEL_KINDS[mf.meta["kind"]][0](mf, vol4, level)
     return [(p, p.header_entry()) for p in preds]
 
 
