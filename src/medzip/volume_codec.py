@@ -158,11 +158,12 @@ def _load_table(blob: bytes, count: int) -> np.ndarray:
 # -- chunk engine -------------------------------------------------------------------------------
 def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
                chunk: np.ndarray | None = None, words: np.ndarray | None = None,
-               previous: np.ndarray | None = None):
+               previous: np.ndarray | None = None, use_mask: bool = True):
     """Encode ``chunk`` (returns uint32 words) or decode ``words`` (returns the chunk).
 
     ``previous``: the same slices of the series' previous volume, for predictors that read it
-    (``temporal``); it is padded like the chunk."""
+    (``temporal``); it is padded like the chunk. Voxels of a predictor's ``known_plane`` (a
+    padding mask: 0 in every slice) are predicted and updated like the others, but not coded."""
     vol = np.zeros(geom.shape, work_dtype(vmax)).ravel()
     if previous is None:
         model = predictor.start_chunk(geom, vmax)
@@ -173,8 +174,11 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
     # censored coding (entropy.ResidualCoder) for predictors whose stream version asks for it
     coder = ResidualCoder(predictor.prior, vmax if getattr(predictor, "censored", False) else None)
     encoding = chunk is not None
+    known = _known_voxels(predictor, geom) if use_mask else None
     if encoding:
         geom.embed(chunk, vol)
+        if known is not None and vol[known].any():
+            raise ValueError("voxels of the padding mask are not at the floor")
         enc = constriction.stream.queue.RangeEncoder()
     else:
         dec = constriction.stream.queue.RangeDecoder(words)
@@ -182,11 +186,18 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
         if not flat.size:  # thin slabs (y*x tiny, lag > diagonals) have empty steps: no symbols
             continue
         mu, bucket = model.predict(vol, flat, zloc)
+        coded = slice(None) if known is None else np.flatnonzero(~known[flat])
         if encoding:
             r = vol[flat] - mu
-            coder.encode_step(enc, r, bucket, mu)
+            if known is None or coded.size:
+                coder.encode_step(enc, r[coded], bucket[coded], mu[coded])
         else:
-            r = coder.decode_step(dec, bucket, mu)
+            if known is None:
+                r = coder.decode_step(dec, bucket, mu)
+            else:  # masked voxels are 0: their residual is -mu
+                r = -mu
+                if coded.size:
+                    r[coded] = coder.decode_step(dec, bucket[coded], mu[coded])
             x = mu + r
             if x.size and (x.min() < 0 or x.max() > vmax):
                 raise CorruptStreamError("coded data is corrupted (value out of range)")
@@ -195,6 +206,17 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
     if encoding:
         return enc.get_compressed()
     return geom.extract(vol)  # a view: callers copy what they keep
+
+
+def _known_voxels(predictor, geom: PaddedGeometry) -> np.ndarray | None:
+    """The padding mask spread over the padded chunk (flat bool), or None."""
+    plane = getattr(predictor, "known_plane", None)
+    if plane is None:
+        return None
+    known = np.zeros(geom.shape, bool)
+    p = geom.pad
+    known[geom.zpad:, p:p + geom.ny, p:p + geom.nx] = plane
+    return known.ravel()
 
 
 def chunk_geometry(predictor, shape) -> PaddedGeometry:
@@ -309,7 +331,8 @@ def _warm_up(predictor, vmax: int) -> None:
     workers share the machine code instead of each building its own copy."""
     tiny = np.zeros((2, 8, 8), work_dtype(vmax))
     tiny[1, 3, 3] = vmax
-    code_chunk(predictor, chunk_geometry(predictor, tiny.shape), vmax, chunk=tiny)
+    code_chunk(predictor, chunk_geometry(predictor, tiny.shape), vmax, chunk=tiny,
+               use_mask=False)  # the mask is the volume's plane, not this tiny one
 
 
 def _run(fn, state, jobs, workers: int, weights, progress: bool, desc: str, predictor, vmax):
@@ -592,6 +615,9 @@ def _decode_predictive(container, vh, shape4, dtype, workers, progress, user_mod
         predictor = load_predictor(model, params, user_model)
     except (ValueError, struct.error):
         raise CorruptStreamError("predictor parameters are corrupted") from None
+    known = getattr(predictor, "known_plane", None)
+    if known is not None and known.shape != (y_, x_):
+        raise CorruptStreamError("padding mask does not match the slice plane")
     # only the chunks that cover the requested slices; the output starts at the first of them
     wanted = [i for i, (_, z0, nz) in enumerate(places) if z0 < zsel[1] and z0 + nz > zsel[0]]
     if not wanted:  # an empty slice range

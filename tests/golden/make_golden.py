@@ -89,7 +89,8 @@ PAPER_CASES = {
 }
 # medzip-blend with its own network (medzip-blend-lstm): the blend set's crops again (the 4-D
 # fMRI crop now coded with its previous volume: version 2), a longer series cut in two slabs
-# (two decoding stacks of six volumes), and the searched level.
+# (two decoding stacks of six volumes), masked crops (padding mask, version 2) and the searched
+# level.
 BLEND2_CASES = {
     **LSTM_CASES,
     "mr_fmri4d_6x6x10x10_i2": (
@@ -97,6 +98,17 @@ BLEND2_CASES = {
         "two stacks of six volumes",
         lambda: _crop("mr_fmri_nitime_fmri1", slice(0, 6), slice(0, 6)),
         {"chunk_slices": 3}),
+    "mr_epi_masked_10x64x64_i2": (
+        "mr_epi_fslpy_example_func [0:10] (genuine masked EPI, fslpy, Apache-2.0): 2693 pixels are "
+        "0 in every slice -> padding mask (version 2)",
+        lambda: _crop("mr_epi_fslpy_example_func", slice(0, 10)),
+        {}),
+    "mr_fmri4d_masked_2x4x40x48_i2": (
+        "mr_fmri_example4d_nibabel [:, 10:14, 0:40, 0:48] (genuine 4-D fMRI, nibabel, MIT): "
+        "previous volume as context and a padding mask",
+        lambda: _crop("mr_fmri_example4d_nibabel", slice(None), slice(10, 14), slice(0, 40),
+                      slice(0, 48)),
+        {}),
     "mr_fmri4d_6x6x10x10_i2_level9": (
         "the same crop at level 9 (search over encoder options)",
         lambda: _crop("mr_fmri_nitime_fmri1", slice(0, 6), slice(0, 6)),

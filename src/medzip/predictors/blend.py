@@ -17,9 +17,11 @@ residual-energy scale buckets of ls3d follow. The predictor also asks the residu
 distribution puts below 0 or above vmax is given to the boundary values, which is where clipped
 CT (air at -1024 HU) and masked MR put many voxels.
 
-Version 2 adds, for 4-D series, the previous volume of the series as context (temporal.py):
-two more experts for every volume after the first, used where the encoder found that they pay.
-Streams without it are written as version 1, byte for byte as before.
+Version 2 adds two options, each used where the encoder found that it pays: for 4-D series the
+previous volume of the series as context (temporal.py: two more experts for every volume after
+the first), and a padding / field-of-view mask of pixels that sit at the floor in every slice
+(padding.py: those voxels are not coded at all). Streams with neither are written as version 1,
+byte for byte as before.
 
 Everything on the coding path is integer arithmetic in numba (no fast-math).
 """
@@ -39,12 +41,15 @@ from .base import PredictorBase, ResidualChunk
 from .contexts import activity_bucket, residual_activity
 from .lstm import N_FEATURES, LSTMPredictor, _step_outputs, voxel_features
 from .models import ModelFile
+from .padding import fit_known_plane
 from .temporal import N_T2, N_T3, fit_temporal, ref_offsets
 
 NAME = "medzip-blend"
 VERSION = 1  # written when the previous-volume context is off (3-D volumes, most DWI)
-TEMPORAL_VERSION = 2  # version 1 + the previous-volume experts and their coefficients
+TEMPORAL_VERSION = 2  # version 1 + previous-volume experts and/or a padding mask (flags)
 VERSIONS = (VERSION, TEMPORAL_VERSION)
+FLAG_TEMPORAL, FLAG_MASK = 1, 2
+MAX_MASK_PIXELS = 1 << 26  # a plane of up to 8192 x 8192
 N_BANDS = 4
 N_ACT = 3
 N_DIR = 3
@@ -70,7 +75,7 @@ class BlendPredictor(PredictorBase):
 
     def __init__(self, ls: LS3DPredictor, edges, athr, ccoef, bias_cancel: bool = True,
                  power: int = 3, experts: int = ALL_EXPERTS, lstm: ModelFile | None = None,
-                 tcoef=None, temporal: bool = False):
+                 tcoef=None, temporal: bool = False, known: np.ndarray | None = None):
         self.ls = ls
         self.edges = np.asarray(edges, np.int64)  # N_BANDS - 1 intensity band edges
         self.athr = np.asarray(athr, np.int64)  # N_ACT - 1 activity thresholds
@@ -83,7 +88,9 @@ class BlendPredictor(PredictorBase):
         self.temporal = bool(temporal) and self.tcoef is not None
         if self.temporal and (self.tcoef[0].size != N_T3 or self.tcoef[1].size != N_T2):
             raise ValueError("bad temporal coefficient sets")
-        self.version = TEMPORAL_VERSION if self.temporal else VERSION
+        # pixels at the floor (0) in every slice: the engine does not code them (code_chunk)
+        self.known_plane = None if known is None else np.asarray(known, bool)
+        self.version = TEMPORAL_VERSION if self.temporal or known is not None else VERSION
         # optional row LSTM that corrects the blend (mean and scale), as medzip-lstm corrects LS
         self.lstm = lstm
         if lstm is not None:
@@ -100,7 +107,8 @@ class BlendPredictor(PredictorBase):
     def variant(self, **kw) -> "BlendPredictor":
         """The same fit with other coding options (levels 7-9 try a few)."""
         opts = dict(bias_cancel=self.bias_cancel, power=self.power, experts=self.experts,
-                    lstm=self.lstm, tcoef=self.tcoef, temporal=self.temporal)
+                    lstm=self.lstm, tcoef=self.tcoef, temporal=self.temporal,
+                    known=self.known_plane)
         opts.update(kw)
         return BlendPredictor(self.ls, self.edges, self.athr, self.ccoef, **opts)
 
@@ -109,41 +117,65 @@ class BlendPredictor(PredictorBase):
         parts = [self.edges, self.athr, self.ccoef[own].ravel()]
         if self.temporal:
             parts += list(self.tcoef)
-        body = np.concatenate(parts).astype("<i8")
+        if self.known_plane is not None:
+            parts.append(np.array(self.known_plane.shape, np.int64))
+        body = np.concatenate(parts).astype("<i8").tobytes()
+        if self.known_plane is not None:
+            body += np.packbits(self.known_plane.ravel()).tobytes()
         experts = self.experts if self.temporal else self.experts & SPATIAL_EXPERTS
         head = struct.pack("<BBBB", self.version, int(self.bias_cancel), self.power, experts)
+        if self.version == TEMPORAL_VERSION:
+            head += struct.pack("<B", FLAG_TEMPORAL * self.temporal
+                                + FLAG_MASK * (self.known_plane is not None))
         lsb = self.ls.params()
-        packed = zstandard.ZstdCompressor(level=19).compress(
-            np.packbits(own).tobytes() + body.tobytes())
+        packed = zstandard.ZstdCompressor(level=19).compress(np.packbits(own).tobytes() + body)
         return head + struct.pack("<H", len(lsb)) + lsb + packed
 
     @classmethod
     def from_params(cls, blob: bytes, lstm: ModelFile | None = None) -> "BlendPredictor":
         version, bias, power, experts = struct.unpack_from("<BBBB", blob)
-        allowed = ALL_EXPERTS if version == TEMPORAL_VERSION else SPATIAL_EXPERTS
-        if version not in VERSIONS or bias > 1 or power not in (2, 3) or not 0 < experts <= allowed:
+        flags, pos = (struct.unpack_from("<B", blob, 4)[0], 5) if version == TEMPORAL_VERSION \
+            else (0, 4)
+        temporal, masked = bool(flags & FLAG_TEMPORAL), bool(flags & FLAG_MASK)
+        allowed = ALL_EXPERTS if temporal else SPATIAL_EXPERTS
+        if version not in VERSIONS or bias > 1 or power not in (2, 3) \
+                or not 0 < experts <= allowed or flags > 3 or (version == 2 and not flags):
             raise ValueError("bad blend parameter block")
-        (n_ls,) = struct.unpack_from("<H", blob, 4)
-        ls = LS3DPredictor.from_params(blob[6:6 + n_ls])
+        (n_ls,) = struct.unpack_from("<H", blob, pos)
+        ls = LS3DPredictor.from_params(blob[pos + 2:pos + 2 + n_ls])
         try:
-            raw = zstandard.ZstdDecompressor().decompress(blob[6 + n_ls:], max_output_size=1 << 20)
+            raw = zstandard.ZstdDecompressor().decompress(
+                blob[pos + 2 + n_ls:], max_output_size=(1 << 20) + MAX_MASK_PIXELS // 8)
         except zstandard.ZstdError:
             raise ValueError("bad blend parameter block") from None
         n_mask = (N_CLASSES + 7) // 8
+        if len(raw) < n_mask:
+            raise ValueError("bad blend parameter block")
         own = np.unpackbits(np.frombuffer(raw[:n_mask], np.uint8))[:N_CLASSES].astype(bool)
         k = len(OFFS_3D) + 1
-        n_t = N_T3 + N_T2 if version == TEMPORAL_VERSION else 0
-        if len(raw) < n_mask or (len(raw) - n_mask) % 8:
-            raise ValueError("bad blend parameter block")
-        body = np.frombuffer(raw[n_mask:], "<i8").astype(np.int64)
         n_cls = N_BANDS - 1 + N_ACT - 1 + k * int(own.sum())
-        if body.size != n_cls + n_t:
+        n_t = N_T3 + N_T2 if temporal else 0
+        n_body = n_cls + n_t + (2 if masked else 0)
+        if len(raw) < n_mask + 8 * n_body:
+            raise ValueError("bad blend parameter block")
+        body = np.frombuffer(raw, "<i8", count=n_body, offset=n_mask).astype(np.int64)
+        rest = raw[n_mask + 8 * n_body:]
+        known = None
+        if masked:
+            ny, nx = (int(v) for v in body[-2:])
+            if not (0 < ny and 0 < nx and ny * nx <= MAX_MASK_PIXELS) \
+                    or len(rest) != (ny * nx + 7) // 8:
+                raise ValueError("bad blend parameter block")
+            known = np.unpackbits(np.frombuffer(rest, np.uint8))[:ny * nx].astype(bool)
+            known = known.reshape(ny, nx)
+        elif rest:
             raise ValueError("bad blend parameter block")
         edges, athr = body[:N_BANDS - 1], body[N_BANDS - 1:N_BANDS + N_ACT - 2]
         ccoef = np.tile(ls.coef3, (N_CLASSES, 1))
         ccoef[own] = body[N_BANDS + N_ACT - 2:n_cls].reshape(-1, k)
-        tcoef = (body[n_cls:n_cls + N_T3], body[n_cls + N_T3:]) if n_t else None
-        return cls(ls, edges, athr, ccoef, bool(bias), power, experts, lstm, tcoef, bool(n_t))
+        tcoef = (body[n_cls:n_cls + N_T3], body[n_cls + N_T3:n_cls + n_t]) if temporal else None
+        return cls(ls, edges, athr, ccoef, bool(bias), power, experts, lstm, tcoef, temporal,
+                   known)
 
     # -- encoder-side fit -------------------------------------------------------------------
     @classmethod
@@ -156,6 +188,7 @@ class BlendPredictor(PredictorBase):
         if fitted is not None:
             kw.setdefault("tcoef", fitted[:2])
             kw.setdefault("temporal", fitted[2])
+        kw.setdefault("known", fit_known_plane(vol4))
         return cls(ls, edges, athr, ccoef, **kw)
 
     def start_chunk(self, geom: PaddedGeometry, vmax: int, ref: np.ndarray | None = None):

@@ -1,0 +1,38 @@
+"""Padding and field-of-view masks: pixels at the volume's floor in every slice of every volume.
+
+Scanners and pipelines leave regions that hold the same value through the whole volume: the
+corners outside a CT's circular field of view, the outside of a brain mask in skull-stripped or
+masked MR and fMRI. medzip-blend (version 2) sends such a region once, as a bit mask of the
+slice plane, and the coder skips those voxels: their value is known (the floor, 0 after value
+mapping), so they cost nothing and no longer crowd the adaptive tables of the low-activity
+contexts. Measured on the development set: masked fslpy EPI -3.4 %, CT NEMA -1.6 %, cardiac MR
+-1.4 %, nibabel fMRI -1.1 % (docs/MODELS.md).
+"""
+from __future__ import annotations
+
+import numpy as np
+import zstandard
+
+# Use the mask when its coded bits are below this many bits per voxel it covers (a covered
+# voxel saved 0.04-0.18 bits on the development set; the margin keeps tiny masks out).
+PAYS_BITS_PER_VOXEL = 0.05
+MIN_PIXELS = 16
+
+
+def packed_mask(mask: np.ndarray) -> bytes:
+    return zstandard.ZstdCompressor(level=19).compress(np.packbits(mask.ravel()).tobytes())
+
+
+def fit_known_plane(vol4: np.ndarray) -> np.ndarray | None:
+    """The (y, x) pixels that are 0 in every slice of every volume, when sending them pays."""
+    t_, z_, y_, x_ = vol4.shape
+    mask = np.ones((y_, x_), bool)
+    for t in range(t_):
+        for z in range(z_):
+            mask &= vol4[t, z] == 0
+            if not mask.any():
+                return None
+    covered = int(mask.sum()) * t_ * z_
+    if mask.sum() < MIN_PIXELS or 8 * len(packed_mask(mask)) >= PAYS_BITS_PER_VOXEL * covered:
+        return None
+    return mask
