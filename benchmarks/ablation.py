@@ -8,7 +8,8 @@ Variants, all through the real coder (chunking as medzip.compress, parameter byt
   +lstm        medzip-lstm (trained on LS residuals) on top of the blend: medzip-blend v1's default
   +blend-lstm  the network trained on the blend's residuals (medzip-blend-lstm) instead
   +previous    4-D series: the previous volume as context where the fit says it pays (blend v2);
-               with +blend-lstm this is today's default (level 5); 3-D volumes: = +blend-lstm
+               3-D volumes: = +blend-lstm
+  +mask        the padding / field-of-view mask where it pays (blend v2): today's default (level 5)
   lstm-0.1     the previous default (row LSTM on global LS, uncensored), for reference
 Volumes: every .npy in --data (default ../shared/data/volumes), or the names given.
 Usage: python benchmarks/ablation.py [--data DIR] [--model NAME|FILE] [--blend-model NAME|FILE]
@@ -31,9 +32,9 @@ from medzip.volume_codec import chunk_geometry, chunk_plan, code_chunk
 
 # validation volumes of the shipped medzip-lstm (docs/MODELS.md): never seen in training
 HELD_OUT = {"ct_head_invesalius_cranium", "mr_dwi_b0_dipy_S0_10slices", "mr_head_opendx_dxsamples"}
-COLUMNS = ["ls3d", "+censor", "+classes", "+blend", "+lstm", "+blend-lstm", "+previous",
+COLUMNS = ["ls3d", "+censor", "+classes", "+blend", "+lstm", "+blend-lstm", "+previous", "+mask",
            "lstm-0.1"]
-DEFAULT = COLUMNS.index("+previous")
+DEFAULT = COLUMNS.index("+mask")
 
 
 def coded_bits(pred, vol4) -> int:
@@ -54,10 +55,11 @@ def variants(vol4, model, blend_model):
     ls = LS3DPredictor.fit(vol4)
     censored = LS3DPredictor(ls.coef3, ls.coef2)
     censored.censored = True  # instance flag: the engine asks the coder to censor
-    default = BlendPredictor.fit(vol4, ls, lstm=blend_model)  # previous volume where it pays
-    blend = default.variant(lstm=None, temporal=False)
+    default = BlendPredictor.fit(vol4, ls, lstm=blend_model)  # previous volume, mask: if they pay
+    blend = default.variant(lstm=None, temporal=False, known=None)
     return [ls, censored, blend.variant(experts=0b00010), blend, blend.variant(lstm=model),
-            blend.variant(lstm=blend_model), default, lstm_mod.LSTMPredictor(model, ls)]
+            blend.variant(lstm=blend_model), default.variant(known=None), default,
+            lstm_mod.LSTMPredictor(model, ls)]
 
 
 def main() -> None:
