@@ -226,15 +226,18 @@ def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor):
     geom = PaddedGeometry(1, y_, x_, zpad=1)
     off3 = flat_offsets(OFFS_3D, geom)
     feats = []
+    # (W + N) / 2 <= vmax and the activity <= 6 vmax: int32 holds them below 2**28
+    narrow = np.int32 if int(vol4.max()) < (1 << 28) else np.int64
     for t, z in take:
         pair = _padded_pair(vol4, t, z).ravel()
         flat = _sample_flat(y_, x_, step, geom)
         m = np.empty(flat.size, np.int64)
         a = np.empty(flat.size, np.int64)
         _features(pair, flat, geom.row, geom.plane, m, a)
-        feats.append((m, a))
+        feats.append((m.astype(narrow), a.astype(narrow)))  # same values, half the memory
     m_all = np.concatenate([f[0] for f in feats])
     a_all = np.concatenate([f[1] for f in feats])
+    del feats
     # quantiles by exact integer sort (deterministic)
     edges = np.sort(m_all)[(np.arange(1, N_BANDS) * m_all.size) // N_BANDS].astype(np.int64)
     athr = np.sort(a_all)[(np.arange(1, N_ACT) * a_all.size) // N_ACT].astype(np.int64)
