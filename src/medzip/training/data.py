@@ -37,13 +37,18 @@ def mapped_volume(arr: np.ndarray) -> np.ndarray:
     return map_values(arr)[0]
 
 
-def volume_rows(name: str, arr: np.ndarray, max_rows: int, rng: np.random.Generator,
-                max_len: int = 256) -> RowSet | None:
+def _rows(name: str, arr: np.ndarray, max_rows: int, rng: np.random.Generator, max_len: int,
+          fit, chunk_features) -> RowSet | None:
+    """Rows of up to ``max_len`` voxels from every chunk (a few time points of a series).
+
+    ``fit(vol4)`` prepares the predictor once; ``chunk_features(fitted, vol4, t, z0, geom,
+    padded, vmax)`` returns the features (voxels, F), base residuals and scales (voxels,) of the
+    chunk's voxels in raster order."""
     vol4 = mapped_volume(arr)
     if vol4.max() == 0 or vol4.shape[3] < 4:
         return None
     vmax = int(vol4.max())
-    ls = LS3DPredictor.fit(vol4)  # already in the coder's working dtype
+    fitted = fit(vol4)  # already in the coder's working dtype
     feats, es, us = [], [], []
     t_all = range(vol4.shape[0])
     if len(t_all) > 4:  # 4-D series: a few time points are plenty
@@ -54,22 +59,64 @@ def volume_rows(name: str, arr: np.ndarray, max_rows: int, rng: np.random.Genera
             geom = PaddedGeometry(*part.shape)
             padded = np.zeros(geom.shape, np.int64).ravel()
             geom.embed(part, padded)
-            flat, zloc = geom.raster_indices()
-            f = np.zeros((flat.size, N_FEATURES), np.int64)
-            els = np.zeros_like(padded)
-            u = np.zeros(flat.size, np.int64)
-            volume_features(padded, flat, zloc, flat_offsets(OFFS_3D, geom),
-                            ls.coef3, flat_offsets(OFFS_2D, geom), ls.coef2, geom.row,
-                            geom.plane, vmax, f, els, u)
+            f, e, u = chunk_features(fitted, vol4, t, z0, geom, padded, vmax)
             shape = (nz * part.shape[1], part.shape[2])
             feats.append(f.reshape(*shape, N_FEATURES)[:, :max_len].astype(np.int8))
-            es.append(els[flat].reshape(shape)[:, :max_len].astype(np.int32))
+            es.append(e.reshape(shape)[:, :max_len].astype(np.int32))
             us.append(u.reshape(shape)[:, :max_len].astype(np.int32))
     feats, es, us = (np.concatenate(a) for a in (feats, es, us))
     keep = np.flatnonzero(np.abs(es).sum(axis=1) > 0)  # all-background rows teach nothing
     if keep.size > max_rows:
         keep = np.sort(rng.choice(keep, max_rows, replace=False))
     return RowSet(name, feats[keep], es[keep], us[keep])
+
+
+def _ls_features(ls, vol4, t, z0, geom, padded, vmax):
+    flat, zloc = geom.raster_indices()
+    f = np.zeros((flat.size, N_FEATURES), np.int64)
+    els = np.zeros_like(padded)
+    u = np.zeros(flat.size, np.int64)
+    volume_features(padded, flat, zloc, flat_offsets(OFFS_3D, geom), ls.coef3,
+                    flat_offsets(OFFS_2D, geom), ls.coef2, geom.row, geom.plane, vmax, f, els, u)
+    return f, els[flat], u
+
+
+def volume_rows(name: str, arr: np.ndarray, max_rows: int, rng: np.random.Generator,
+                max_len: int = 256) -> RowSet | None:
+    """Rows for a network that corrects per-volume least squares (medzip-lstm, level 4)."""
+    return _rows(name, arr, max_rows, rng, max_len, LS3DPredictor.fit, _ls_features)
+
+
+def _blend_features(pred, vol4, t, z0, geom, padded, vmax):
+    from ..predictors.blend import N_EXPERTS, _blend_lstm_inputs, _blend_update
+
+    previous = None
+    if pred.temporal and t > 0:
+        previous = np.zeros_like(padded)
+        geom.embed(vol4[t - 1, z0:z0 + geom.nz], previous)
+    chunk = pred.start_chunk(geom, vmax, ref=previous)
+    f_all = np.zeros((padded.size, N_FEATURES), np.int8)
+    u_all = np.zeros(padded.size, np.int64)
+    els = np.zeros_like(padded)
+    hs = np.zeros((geom.shape[0] * geom.shape[1], 1), np.int64)  # the network's state: unused
+    for flat, zloc in wavefront(geom, pred.lag, pred.slope):
+        n = flat.size
+        if not n:
+            continue
+        xh = np.empty((n, N_FEATURES + 1), np.float32)
+        u = np.empty(n, np.int64)
+        base = np.empty(n, np.int64)
+        experts = np.empty((n, N_EXPERTS), np.int64)
+        _blend_lstm_inputs(padded, chunk.ref, els, chunk.err, flat, zloc, chunk.off3,
+                           pred.ls.coef3, chunk.off2, pred.ls.coef2, pred.ccoef, pred.edges,
+                           pred.athr, chunk.offt, chunk.ct3, chunk.ct2, geom.row, geom.plane,
+                           vmax, pred.power, chunk.experts, hs, xh, u, base, experts)
+        _blend_update(padded, flat, experts, chunk.err, chunk.err_shift, geom.row)
+        els[flat] = padded[flat] - base
+        f_all[flat] = xh[:, :N_FEATURES].astype(np.int8)
+        u_all[flat] = u
+    flat, _ = geom.raster_indices()
+    return f_all[flat], els[flat], u_all[flat]
 
 
 def blend_rows(name: str, arr: np.ndarray, max_rows: int, rng: np.random.Generator,
@@ -81,59 +128,9 @@ def blend_rows(name: str, arr: np.ndarray, max_rows: int, rng: np.random.Generat
     blend's error memory advanced in wavefront order exactly as when coding. None of it
     depends on the network, so one pass of the classical blend gives the training inputs.
     """
-    from ..predictors.blend import N_EXPERTS, BlendPredictor, _blend_lstm_inputs, _blend_update
+    from ..predictors.blend import BlendPredictor
 
-    vol4 = mapped_volume(arr)
-    if vol4.max() == 0 or vol4.shape[3] < 4:
-        return None
-    vmax = int(vol4.max())
-    pred = BlendPredictor.fit(vol4)
-    feats, es, us = [], [], []
-    t_all = range(vol4.shape[0])
-    if len(t_all) > 4:  # 4-D series: a few time points are plenty
-        t_all = sorted(rng.choice(vol4.shape[0], 4, replace=False))
-    for t in t_all:
-        for z0, nz in chunk_bounds(vol4.shape[1], None):
-            part = vol4[t, z0:z0 + nz]
-            geom = PaddedGeometry(*part.shape)
-            padded = np.zeros(geom.shape, np.int64).ravel()
-            geom.embed(part, padded)
-            previous = None
-            if pred.temporal and t > 0:
-                previous = np.zeros_like(padded)
-                geom.embed(vol4[t - 1, z0:z0 + nz], previous)
-            chunk = pred.start_chunk(geom, vmax, ref=previous)
-            f_all = np.zeros((padded.size, N_FEATURES), np.int8)
-            u_all = np.zeros(padded.size, np.int64)
-            els = np.zeros_like(padded)
-            hs = np.zeros((geom.shape[0] * geom.shape[1], 1), np.int64)
-            for flat, zloc in wavefront(geom, pred.lag, pred.slope):
-                n = flat.size
-                if not n:
-                    continue
-                xh = np.empty((n, N_FEATURES + 1), np.float32)
-                u = np.empty(n, np.int64)
-                base = np.empty(n, np.int64)
-                experts = np.empty((n, N_EXPERTS), np.int64)
-                _blend_lstm_inputs(padded, chunk.ref, els, chunk.err, flat, zloc, chunk.off3,
-                                   pred.ls.coef3, chunk.off2, pred.ls.coef2, pred.ccoef,
-                                   pred.edges, pred.athr, chunk.offt, chunk.ct3, chunk.ct2,
-                                   geom.row, geom.plane, vmax, pred.power, chunk.experts, hs, xh,
-                                   u, base, experts)
-                _blend_update(padded, flat, experts, chunk.err, chunk.err_shift, geom.row)
-                els[flat] = padded[flat] - base
-                f_all[flat] = xh[:, :N_FEATURES].astype(np.int8)
-                u_all[flat] = u
-            flat, _ = geom.raster_indices()
-            shape = (nz * part.shape[1], part.shape[2])
-            feats.append(f_all[flat].reshape(*shape, N_FEATURES)[:, :max_len])
-            es.append(els[flat].reshape(shape)[:, :max_len].astype(np.int32))
-            us.append(u_all[flat].reshape(shape)[:, :max_len].astype(np.int32))
-    feats, es, us = (np.concatenate(a) for a in (feats, es, us))
-    keep = np.flatnonzero(np.abs(es).sum(axis=1) > 0)  # all-background rows teach nothing
-    if keep.size > max_rows:
-        keep = np.sort(rng.choice(keep, max_rows, replace=False))
-    return RowSet(name, feats[keep], es[keep], us[keep])
+    return _rows(name, arr, max_rows, rng, max_len, BlendPredictor.fit, _blend_features)
 
 
 # what a network is trained to correct: name -> row builder
