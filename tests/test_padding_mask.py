@@ -13,6 +13,7 @@ from medzip.training.data import mapped_volume
 from medzip.volume_codec import chunk_geometry, code_chunk
 
 from conftest import _nibabel_test_file, nifti_stored
+from test_determinism import ENVIRONMENTS, check_environment
 
 EXAMPLE4D = _nibabel_test_file("example4d.nii.gz")
 pytestmark = pytest.mark.skipif(EXAMPLE4D is None, reason="nibabel's example4d.nii.gz is missing")
@@ -82,3 +83,8 @@ def test_forged_mask_blocks_are_refused(masked, monkeypatch):
     monkeypatch.setattr(vc, "load_predictor", other_plane)
     with pytest.raises(CorruptStreamError, match="padding mask"):
         medzip.decompress(stream)
+
+
+@pytest.mark.parametrize("env_name", sorted(ENVIRONMENTS))
+def test_masked_stream_same_bytes_and_voxels_under_environment(masked, env_name, tmp_path):
+    check_environment(masked, 5, env_name, tmp_path)

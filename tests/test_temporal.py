@@ -2,11 +2,6 @@
 nibabel's test data, so the suite runs without ../shared)."""
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,7 +15,7 @@ from medzip.training.data import mapped_volume
 from medzip.volume_codec import _decode_stacks, chunk_geometry, code_chunk
 
 from conftest import _nibabel_test_file, nifti_stored
-from test_determinism import _SCRIPT, ENVIRONMENTS
+from test_determinism import ENVIRONMENTS, check_environment
 
 EXAMPLE4D = _nibabel_test_file("example4d.nii.gz")
 pytestmark = pytest.mark.skipif(EXAMPLE4D is None, reason="nibabel's example4d.nii.gz is missing")
@@ -82,22 +77,9 @@ def test_series_round_trip_workers_slabs_and_partial_decode(fmri, level):
                                       fmri[:, start:stop])
 
 
-def test_series_same_bytes_and_voxels_under_environment(fmri, tmp_path):
-    np.save(tmp_path / "array.npy", fmri)
-    blob = medzip.compress(fmri, level=5, workers=1)
-    (tmp_path / "ref.mzp").write_bytes(blob)
-    for name, (variables, worker_counts) in sorted(ENVIRONMENTS.items()):
-        env = {**os.environ, **variables, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
-        for workers in worker_counts:
-            args = {"array": str(tmp_path / "array.npy"), "stream": str(tmp_path / "ref.mzp"),
-                    "level": 5, "workers": workers}
-            out = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps(args)], env=env,
-                                 capture_output=True, text=True, timeout=600)
-            assert out.returncode == 0, out.stderr[-2000:]
-            got = json.loads(out.stdout.strip().splitlines()[-1])
-            assert got["encoded"] == hashlib.sha256(blob).hexdigest(), name
-            assert got["decoded"] == hashlib.sha256(fmri.tobytes()).hexdigest(), name
-            assert not got["torch_imported"]
+@pytest.mark.parametrize("env_name", sorted(ENVIRONMENTS))
+def test_series_same_bytes_and_voxels_under_environment(fmri, env_name, tmp_path):
+    check_environment(fmri, 5, env_name, tmp_path)
 
 
 def test_misaligned_slabs_of_a_temporal_stream_are_refused():
