@@ -67,6 +67,9 @@ def test_series_round_trip_workers_slabs_and_partial_decode(fmri, level):
     blob = medzip.compress(fmri, level=level, chunk_slices=3, fallback=False)
     (vh,) = Container.parse(blob).header["volumes"]
     assert vh["model"]["version"] == TEMPORAL_VERSION
+    info = medzip.inspect(blob)["volumes"][0]  # what `medzip info` shows
+    assert info["model_version"] == TEMPORAL_VERSION
+    assert info["network"]["name"] == "medzip-blend-lstm"
     assert sorted({(c["z0"], c["nz"]) for c in vh["chunks"]}) == [(0, 2), (2, 3), (5, 3)]
     for workers in (1, 2):
         out = medzip.decompress(blob, workers=workers)

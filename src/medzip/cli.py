@@ -271,8 +271,12 @@ def _human_info(info: dict) -> list[str]:
     for i, v in enumerate(info["volumes"]):
         shape = "x".join(str(s) for s in v["shape"])
         model = v.get("model") or "-"
+        if v.get("model_version") is not None:
+            model += f" v{v['model_version']}"
         if v.get("model_sha256"):
             model += f" (sha256 {v['model_sha256'][:12]})"
+        if v.get("network"):
+            model += f" + {v['network']['name']} (sha256 {v['network']['sha256'][:12]})"
         lines.append(f"  volume {i}    {shape} {v['dtype']}, codec {v.get('codec')}, model {model}, "
                      f"{v.get('chunks', 0)} chunk(s), {v['stored_bytes']:,} bytes, "
                      f"{v['bits_per_voxel']:.3f} bits/voxel")

@@ -671,8 +671,16 @@ def volume_summary(vh: dict) -> dict:
         stored += _field_int(vh["data"].get("length"), "volume data", 0, 1 << 62)
     model = vh.get("model") if isinstance(vh.get("model"), dict) else {}
     voxels = math.prod(shape)
-    return {"shape": list(shape), "dtype": dtype.name, "voxels": voxels,
-            "raw_bytes": voxels * dtype.itemsize, "stored_bytes": stored,
-            "chunks": len(chunks), "codec": vh.get("codec"),
-            "model": model.get("name"), "model_sha256": model.get("sha256"),
-            "bits_per_voxel": 8.0 * stored / voxels if voxels else 0.0}
+    out = {"shape": list(shape), "dtype": dtype.name, "voxels": voxels,
+           "raw_bytes": voxels * dtype.itemsize, "stored_bytes": stored,
+           "chunks": len(chunks), "codec": vh.get("codec"),
+           "model": model.get("name"), "model_sha256": model.get("sha256"),
+           "bits_per_voxel": 8.0 * stored / voxels if voxels else 0.0}
+    # predictors with versions (medzip-blend) and the network they run, when well formed
+    if isinstance(model.get("version"), int) and not isinstance(model.get("version"), bool):
+        out["model_version"] = model["version"]
+    net = model.get("lstm")
+    if isinstance(net, dict) and isinstance(net.get("name"), str) \
+            and isinstance(net.get("sha256"), str):
+        out["network"] = {"name": net["name"][:200], "sha256": net["sha256"][:64]}
+    return out
