@@ -73,3 +73,10 @@ class ResidualChunk:
 
     def __init__(self, geom: PaddedGeometry, vmax: int):
         self.res = np.zeros(geom.shape, work_dtype(vmax)).ravel()
+
+    def new_step(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(mu, bucket)`` arrays for a step of n voxels; the bias canceller's per-voxel
+        context and correction (``_ctx``, ``_corr``) are kept for ``update``."""
+        self._ctx = np.empty(n, np.int64)
+        self._corr = np.empty(n, np.int64)
+        return np.empty(n, np.int64), np.empty(n, np.int64)

@@ -41,6 +41,22 @@ def bias_correction(bc_sum, bc_cnt, ctx):
     return (bc_sum[ctx] + (cnt >> 1)) // cnt if cnt > 0 else 0
 
 
+@numba.njit(cache=True, inline="always")
+def store_corrected(vol, f, z, row, plane, mu, bucket, vmax, bias_cancel, bc_sum, bc_cnt, i,
+                    mu_out, b_out, ctx_out, corr_out):
+    """The last part of every predictor's kernel: voxel i's bias-cancelled prediction, clamped
+    to [0, vmax], with its bucket, context and correction (kept for bias_update)."""
+    ctx = 0
+    corr = 0
+    if bias_cancel:
+        ctx = bias_context(vol, f, z, row, plane, mu, bucket)
+        corr = bias_correction(bc_sum, bc_cnt, ctx)
+    mu_out[i] = min(max(mu + corr, 0), vmax)
+    b_out[i] = bucket
+    ctx_out[i] = ctx
+    corr_out[i] = corr
+
+
 @numba.njit(cache=True)
 def bias_update(ctx, err, bc_sum, bc_cnt):
     """After a step, per voxel in step order: add the uncorrected error to its context."""

@@ -35,7 +35,7 @@ import zstandard
 
 from ..intmath import solve_normal_equations
 from ..scheduling import PAD, PaddedGeometry
-from .bias import bias_context, bias_correction, bias_update, new_statistics
+from .bias import bias_update, new_statistics, store_corrected
 from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
 from .base import PredictorBase, ResidualChunk
 from .contexts import activity_bucket, residual_activity
@@ -60,6 +60,7 @@ N_EXPERTS = 7
 SPATIAL_EXPERTS = 0b0011111
 TEMPORAL_EXPERTS = 0b1100000
 ALL_EXPERTS = SPATIAL_EXPERTS | TEMPORAL_EXPERTS
+GLOBAL_LS_EXPERTS = 0b0100001  # the global 3-D LS set and its previous-volume variant
 # A class's own 16 coefficients cost ~50 bytes in the stream; below this many voxels (estimated
 # over the whole volume) the gain cannot pay for them and the class uses the global set.
 MIN_CLASS_VOXELS = 16384
@@ -354,10 +355,7 @@ class _BlendChunk(ResidualChunk):
 
     def predict(self, vol, flat, zloc):
         n = flat.size
-        mu = np.empty(n, np.int64)
-        bucket = np.empty(n, np.int64)
-        self._ctx = np.empty(n, np.int64)
-        self._corr = np.empty(n, np.int64)
+        mu, bucket = self.new_step(n)
         self._pred = np.empty((n, N_EXPERTS), np.int64)
         p = self.p
         _blend_predict(vol, self.ref, self.res, self.err, flat, zloc, self.off3, p.ls.coef3,
@@ -369,9 +367,28 @@ class _BlendChunk(ResidualChunk):
 
     def update(self, vol, flat, zloc, residual):
         self.res[flat] = residual
-        _blend_update(vol, flat, self._pred, self.err, self.err_shift, self.row)
+        self.advance_experts(vol, flat)
         if self.p.bias_cancel:
             bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
+
+    def network_inputs(self, vol, flat, zloc, hs, xh) -> tuple[np.ndarray, np.ndarray]:
+        """The blend as a network's base: ``(u, base)`` per voxel and the network's input rows
+        in ``xh`` (features, then the row states ``hs``), as ``lstm._step_inputs`` for LS.
+        ``res`` must hold ``x - base`` of decoded voxels (the caller keeps it so)."""
+        n = flat.size
+        p = self.p
+        u = np.empty(n, np.int64)
+        base = np.empty(n, np.int64)
+        self._pred = np.empty((n, N_EXPERTS), np.int64)
+        _blend_lstm_inputs(vol, self.ref, self.res, self.err, flat, zloc, self.off3, p.ls.coef3,
+                           self.off2, p.ls.coef2, p.ccoef, p.edges, p.athr, self.offt, self.ct3,
+                           self.ct2, self.row, self.plane, self.vmax, p.power, self.experts,
+                           hs, xh, u, base, self._pred)
+        return u, base
+
+    def advance_experts(self, vol, flat) -> None:
+        """After a step: each expert's error on the voxels just decoded, for the weights."""
+        _blend_update(vol, flat, self._pred, self.err, self.err_shift, self.row)
 
 
 class _BlendLSTMChunk(_BlendChunk):
@@ -389,18 +406,9 @@ class _BlendLSTMChunk(_BlendChunk):
         n = flat.size
         p, lp = self.p, self.p.net
         net = lp.net
-        mu = np.empty(n, np.int64)
-        bucket = np.empty(n, np.int64)
-        self._base = np.empty(n, np.int64)
-        self._ctx = np.empty(n, np.int64)
-        self._corr = np.empty(n, np.int64)
-        self._pred = np.empty((n, N_EXPERTS), np.int64)
-        u = np.empty(n, np.int64)
+        mu, bucket = self.new_step(n)
         xh = np.empty((n, net.inputs + net.hidden), np.float32)
-        _blend_lstm_inputs(vol, self.ref, self.res, self.err, flat, zloc, self.off3, p.ls.coef3,
-                           self.off2, p.ls.coef2, p.ccoef, p.edges, p.athr, self.offt, self.ct3,
-                           self.ct2, self.row, self.plane, self.vmax, p.power, self.experts,
-                           self.h, xh, u, self._base, self._pred)
+        u, self._base = self.network_inputs(vol, flat, zloc, self.h, xh)
         _step_outputs(xh, lp.w_t, vol, flat, zloc, self.row, self.plane, self.vmax, self.h,
                       self.c, net.b, net.shift, net.sig, net.tanh_g, net.tanh_c, net.head_w,
                       net.head_b, net.head_shift, u, self._base, self.bc_sum, self.bc_cnt,
@@ -410,7 +418,7 @@ class _BlendLSTMChunk(_BlendChunk):
     def update(self, vol, flat, zloc, residual):
         # the network reads residuals of the base prediction: keep those
         self.res[flat] = vol[flat] - self._base
-        _blend_update(vol, flat, self._pred, self.err, self.err_shift, self.row)
+        self.advance_experts(vol, flat)
         if self.p.bias_cancel:
             bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
 
@@ -533,15 +541,8 @@ def _blend_predict(vol, ref, res, err, flat, zloc, off3, c3, off2, c2, ccoef, ed
         mu = blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt, ct3,
                         ct2, row, plane, vmax, power, experts, pred_out[i], e)
         b = activity_bucket(residual_activity(res, f, z, row, plane))
-        ctx = 0
-        corr = 0
-        if bias_cancel:
-            ctx = bias_context(vol, f, z, row, plane, mu, b)
-            corr = bias_correction(bc_sum, bc_cnt, ctx)
-        mu_out[i] = min(max(mu + corr, 0), vmax)
-        b_out[i] = b
-        ctx_out[i] = ctx
-        corr_out[i] = corr
+        store_corrected(vol, f, z, row, plane, mu, b, vmax, bias_cancel, bc_sum, bc_cnt, i,
+                        mu_out, b_out, ctx_out, corr_out)
 
 
 @numba.njit(cache=True)

@@ -18,7 +18,7 @@ from ..intmath import exact_gram, solve_normal_equations
 from ..scheduling import PaddedGeometry
 from .base import PredictorBase, ResidualChunk
 from .contexts import activity_bucket, residual_activity
-from .bias import bias_context, bias_correction, bias_update, new_statistics
+from .bias import bias_update, new_statistics, store_corrected
 
 FRAC = 12
 OFFS_2D = [(0, 0, -1), (0, -1, 0), (0, -1, -1), (0, -1, 1), (0, 0, -2), (0, -2, 0)]
@@ -113,11 +113,7 @@ class _LSChunk(ResidualChunk):
         self._ctx = self._corr = None
 
     def predict(self, vol, flat, zloc):
-        n = flat.size
-        mu = np.empty(n, np.int64)
-        bucket = np.empty(n, np.int64)
-        self._ctx = np.empty(n, np.int64)
-        self._corr = np.empty(n, np.int64)
+        mu, bucket = self.new_step(flat.size)
         _ls_predict(vol, self.res, flat, zloc, self.off3, self.c3, self.off2, self.c2, self.row,
                     self.plane, self.vmax, self.bc_sum, self.bc_cnt, mu, bucket, self._ctx,
                     self._corr)
@@ -149,10 +145,5 @@ def _ls_predict(vol, res, flat, zloc, off3, c3, off2, c2, row, plane, vmax, bc_s
         f = flat[i]
         mu = ls_prediction(vol, f, zloc[i], off3, c3, off2, c2)
         b = activity_bucket(residual_activity(res, f, zloc[i], row, plane))
-        ctx = bias_context(vol, f, zloc[i], row, plane, mu, b)
-        corr = bias_correction(bc_sum, bc_cnt, ctx)
-        mu += corr
-        mu_out[i] = min(max(mu, 0), vmax)
-        b_out[i] = b
-        ctx_out[i] = ctx
-        corr_out[i] = corr
+        store_corrected(vol, f, zloc[i], row, plane, mu, b, vmax, True, bc_sum, bc_cnt, i,
+                        mu_out, b_out, ctx_out, corr_out)

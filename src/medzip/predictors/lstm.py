@@ -23,7 +23,7 @@ from ..scheduling import PaddedGeometry
 from .base import PredictorBase, ResidualChunk
 from .models import ModelFile
 from .contexts import ACTIVITY_WEIGHT, residual_activity
-from .bias import bias_context, bias_correction, bias_update, new_statistics
+from .bias import bias_update, new_statistics, store_corrected
 from .ls3d import OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets, ls_prediction
 
 # Feature list is append-only: a model with n inputs reads the first n. (Five more features -
@@ -81,11 +81,8 @@ class _LSTMChunk(ResidualChunk):
     def predict(self, vol, flat, zloc):
         n = flat.size
         net = self.net
-        mu = np.empty(n, np.int64)
-        bucket = np.empty(n, np.int64)
+        mu, bucket = self.new_step(n)
         self._mu_ls = np.empty(n, np.int64)
-        self._ctx = np.empty(n, np.int64)
-        self._corr = np.empty(n, np.int64)
         u = np.empty(n, np.int64)
         xh = np.empty((n, net.inputs + net.hidden), np.float32)
         _step_inputs(vol, self.res, flat, zloc, self.off3, self.p.ls.coef3, self.off2,
@@ -195,15 +192,8 @@ def _step_outputs(xh, w_t, vol, flat, zloc, row, plane, vmax, hs, cs, b, shift, 
         dmu, lq = head_to_params(out[0], out[1], u[i], hshift)
         mu = mu_ls_in[i] + dmu
         bk = min(max((lq + 18) >> 2, 0), N_BUCKETS - 1)
-        ctx = 0
-        corr = 0
-        if bias_cancel:
-            ctx = bias_context(vol, f, z, row, plane, mu, bk)
-            corr = bias_correction(bc_sum, bc_cnt, ctx)
-        mu_out[i] = min(max(mu + corr, 0), vmax)
-        b_out[i] = bk
-        ctx_out[i] = ctx
-        corr_out[i] = corr
+        store_corrected(vol, f, z, row, plane, mu, bk, vmax, bias_cancel, bc_sum, bc_cnt, i,
+                        mu_out, b_out, ctx_out, corr_out)
 
 
 @numba.njit(cache=True)

@@ -88,35 +88,25 @@ def volume_rows(name: str, arr: np.ndarray, max_rows: int, rng: np.random.Genera
 
 
 def _blend_features(pred, vol4, t, z0, geom, padded, vmax):
-    from ..predictors.blend import N_EXPERTS, _blend_lstm_inputs, _blend_update
-
     previous = None
     if pred.temporal and t > 0:
         previous = np.zeros_like(padded)
         geom.embed(vol4[t - 1, z0:z0 + geom.nz], previous)
-    chunk = pred.start_chunk(geom, vmax, ref=previous)
+    chunk = pred.start_chunk(geom, vmax, ref=previous)  # no network: the classical blend
     f_all = np.zeros((padded.size, N_FEATURES), np.int8)
     u_all = np.zeros(padded.size, np.int64)
-    els = np.zeros_like(padded)
     hs = np.zeros((geom.shape[0] * geom.shape[1], 1), np.int64)  # the network's state: unused
     for flat, zloc in wavefront(geom, pred.lag, pred.slope):
-        n = flat.size
-        if not n:
+        if not flat.size:
             continue
-        xh = np.empty((n, N_FEATURES + 1), np.float32)
-        u = np.empty(n, np.int64)
-        base = np.empty(n, np.int64)
-        experts = np.empty((n, N_EXPERTS), np.int64)
-        _blend_lstm_inputs(padded, chunk.ref, els, chunk.err, flat, zloc, chunk.off3,
-                           pred.ls.coef3, chunk.off2, pred.ls.coef2, pred.ccoef, pred.edges,
-                           pred.athr, chunk.offt, chunk.ct3, chunk.ct2, geom.row, geom.plane,
-                           vmax, pred.power, chunk.experts, hs, xh, u, base, experts)
-        _blend_update(padded, flat, experts, chunk.err, chunk.err_shift, geom.row)
-        els[flat] = padded[flat] - base
+        xh = np.empty((flat.size, N_FEATURES + 1), np.float32)
+        u, base = chunk.network_inputs(padded, flat, zloc, hs, xh)
+        chunk.res[flat] = padded[flat] - base  # what a network-carrying chunk keeps there
+        chunk.advance_experts(padded, flat)
         f_all[flat] = xh[:, :N_FEATURES].astype(np.int8)
         u_all[flat] = u
     flat, _ = geom.raster_indices()
-    return f_all[flat], els[flat], u_all[flat]
+    return f_all[flat], chunk.res[flat], u_all[flat]
 
 
 def blend_rows(name: str, arr: np.ndarray, max_rows: int, rng: np.random.Generator,
