@@ -372,20 +372,15 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
         return header
     table = None if used is None else _store_table(used)
     model = settings.model or model_for_level(settings.level)
-    best = None
     candidates = fit_candidates(model, mapped, settings.level)
     if len(candidates) > 1 and mapped.size > SEARCH_FULL_VOXELS:
-        candidates = [_best_on_sample(candidates, mapped, top, settings)]
-    for predictor, model_entry in candidates:
-        chunks = chunk_plan(mapped.shape, settings.chunk_slices, _temporal(predictor))
-        weights = [nz * mapped.shape[2] * mapped.shape[3] for _, _, nz in chunks]
-        state = _EncodeState(mapped, predictor, top, chunks)
-        blobs = _run(_encode_job, state, list(range(len(chunks))), settings.workers, weights,
-                     settings.progress, "compress", predictor, top)
-        size = sum(map(len, blobs)) + len(predictor.params())
-        if best is None or size < best[0]:  # ties keep the earlier (preferred) candidate
-            best = (size, predictor, model_entry, blobs, chunks)
-    size, predictor, model_entry, blobs, chunks = best
+        sample = _sample_slabs(mapped.shape)
+        candidates = [_smallest(candidates, mapped, top, settings, lambda p: sample, "search",
+                                 False)[1]]
+    size, (predictor, model_entry), blobs, chunks = _smallest(
+        candidates, mapped, top, settings,
+        lambda p: chunk_plan(mapped.shape, settings.chunk_slices, _temporal(p)), "compress",
+        settings.progress)
     size += len(table or b"")
     fallback = _fallback(arr, size) if settings.fallback else None
     if fallback is not None:
@@ -402,28 +397,34 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
     return header
 
 
-def _best_on_sample(candidates: list, vol4: np.ndarray, top: int, settings: CodecSettings):
-    """The candidate whose stream is smallest on a few slabs of the volume (ties: the earlier).
-
-    Slabs of SEARCH_SAMPLE_SLICES slices spread evenly through z, in the middle time point of a
-    series (which has a previous volume for the temporal candidates). Depends only on the
-    volume, never on the worker count, so the output bytes do not either."""
-    t_, z_ = vol4.shape[:2]
-    nz = min(SEARCH_SAMPLE_SLICES, z_)
-    starts = sorted({(z_ - nz) * (i + 1) // (SEARCH_SAMPLE_SLABS + 1)
-                     for i in range(SEARCH_SAMPLE_SLABS)})
-    sample = [(t_ // 2, z0, nz) for z0 in starts]
-    weights = [nz * vol4.shape[2] * vol4.shape[3]] * len(sample)
+def _smallest(candidates: list, vol4: np.ndarray, top: int, settings: CodecSettings, plan,
+              desc: str, progress: bool):
+    """``(size, candidate, blobs, chunks)`` of the candidate whose chunks ``plan(predictor)``
+    code smallest, parameters included (ties keep the earlier, preferred candidate)."""
     best = None
     for cand in candidates:
         predictor = cand[0]
-        state = _EncodeState(vol4, predictor, top, sample)
-        blobs = _run(_encode_job, state, list(range(len(sample))), settings.workers, weights,
-                     False, "search", predictor, top)
+        chunks = plan(predictor)
+        weights = [nz * vol4.shape[2] * vol4.shape[3] for _, _, nz in chunks]
+        state = _EncodeState(vol4, predictor, top, chunks)
+        blobs = _run(_encode_job, state, list(range(len(chunks))), settings.workers, weights,
+                     progress, desc, predictor, top)
         size = sum(map(len, blobs)) + len(predictor.params())
         if best is None or size < best[0]:
-            best = (size, cand)
-    return best[1]
+            best = (size, cand, blobs, chunks)
+    return best
+
+
+def _sample_slabs(shape4) -> list[tuple[int, int, int]]:
+    """Where levels 7-9 compare candidates on a large volume: SEARCH_SAMPLE_SLABS slabs of
+    SEARCH_SAMPLE_SLICES slices spread evenly through z, in the middle time point of a series
+    (which has a previous volume for the temporal candidates). Depends only on the shape,
+    never on the worker count, so the output bytes do not either."""
+    t_, z_ = shape4[:2]
+    nz = min(SEARCH_SAMPLE_SLICES, z_)
+    starts = sorted({(z_ - nz) * (i + 1) // (SEARCH_SAMPLE_SLABS + 1)
+                     for i in range(SEARCH_SAMPLE_SLABS)})
+    return [(t_ // 2, z0, nz) for z0 in starts]
 
 
 def _fallback(arr: np.ndarray, predictive_size: int) -> tuple[str, bytes] | None:

@@ -6,7 +6,7 @@ import operator
 import numpy as np
 
 from ..errors import UnsupportedInputError, UnsupportedVersionError
-from .blend import NAME as BLEND, TEMPORAL_EXPERTS, VERSIONS as BLEND_VERSIONS, BlendPredictor
+from .blend import NAME as BLEND, GLOBAL_LS_EXPERTS, VERSIONS as BLEND_VERSIONS, BlendPredictor
 from .ls3d import LS3DPredictor
 from .lstm import LSTMPredictor
 from .models import find_model, load_model
@@ -65,7 +65,7 @@ def _fit_blend(vol4: np.ndarray, level: int, network=None) -> list:
     out = [first]
     if level >= SEARCH_LEVEL:
         out += [first.variant(bias_cancel=False),  # small masked MR: the canceller can cost
-                first.variant(experts=0b0000001 | (TEMPORAL_EXPERTS & 0b0100000)),  # LS only
+                first.variant(experts=GLOBAL_LS_EXPERTS),  # the global LS base only
                 first.variant(lstm=None)]  # the classical blend alone
         if first.tcoef is not None:  # a series: the encoder's guess may be wrong
             out.append(first.variant(temporal=not first.temporal))
