@@ -81,144 +81,91 @@ class ResidualCoder:
         return self._esc_model
 
     def _adapt(self, buckets: np.ndarray, symbols: np.ndarray, esc_lengths: np.ndarray) -> None:
-        hist = np.bincount(buckets * ALPHABET + symbols, minlength=N_BUCKETS * ALPHABET)
-        hist = hist.reshape(N_BUCKETS, ALPHABET)
-        touched = np.flatnonzero(hist.any(axis=1))
-        self.counts[touched] += INCREMENT * hist[touched]
-        totals = self.counts[touched].sum(axis=1)
-        big = touched[totals > LIMIT]
-        self.counts[big] = (self.counts[big] + 1) >> 1
-        for b in touched:
-            self._models.pop(int(b), None)
+        for b in np.flatnonzero(_adapt_counts(self.counts, buckets, symbols)).tolist():
+            self._models.pop(b, None)
         if esc_lengths.size:
             self.esc_counts += INCREMENT * np.bincount(esc_lengths - 1, minlength=ESC_ALPHABET)
             if self.esc_counts.sum() > LIMIT:
                 self.esc_counts = (self.esc_counts + 1) >> 1
             self._esc_model = None
 
-    # -- symbol mapping ---------------------------------------------------------------------
-    @staticmethod
-    def _split(r: np.ndarray, s: np.ndarray):
-        q = r >> s
-        low = r - (q << s)
-        sym = np.clip(q + (Q + 1), 0, ALPHABET - 1)
-        return q, low, sym
-
+    # -- one wavefront step ----------------------------------------------------------------------
+    # Order of the coding calls (the stream depends on it): the unbounded voxels' coarse symbols
+    # bucket by bucket (ascending; step order within a bucket), then the bounded voxels' (see
+    # _folded_models), the escapes, and the low bits of all voxels in step order. The index work
+    # per step (sorting, grouping, splitting) runs in numba kernels: one call per step.
     def encode_step(self, enc, r: np.ndarray, buckets: np.ndarray,
                     mu: np.ndarray | None = None) -> None:
-        s = SHIFTS[buckets]
-        q, low, sym = self._split(r, s)
-        bounds = self._bounds(mu, s)
-        free = slice(None) if bounds is None else ~bounds[4]
-        order = np.argsort(buckets[free], kind="stable")
-        sb, ss = buckets[free][order], sym[free][order]
-        cuts = np.flatnonzero(np.diff(sb)) + 1
-        if sb.size:
-            for b, group in zip(sb[np.concatenate(([0], cuts))], np.split(ss, cuts)):
-                enc.encode(group.astype(np.int32), self._model(int(b)))
-        if bounds is not None and bounds[4].any():
-            sel = np.flatnonzero(bounds[4])
-            for group, model, rows in self._folded_models(buckets[sel], bounds[2][sel],
-                                                          bounds[3][sel]):
+        censored = self.vmax is not None and mu is not None
+        vmax, mu_ = self._vmax_or_0(), _mu_or_empty(mu)
+        q, sym, low, low_size = _encode_symbols(r, buckets, mu_, vmax, censored)
+        order, group_bucket, group_end, bounded = _bucket_groups(buckets, mu_, vmax, censored)
+        start = 0
+        for b, end in zip(group_bucket.tolist(), group_end.tolist()):
+            enc.encode(sym[order[start:end]], self._model(b))
+            start = end
+        if bounded.size:
+            for group, model, rows in self._folded_models(bounded, buckets, mu):
                 if rows is None:
-                    enc.encode(sym[sel[group]].astype(np.int32), model)
+                    enc.encode(sym[group], model)
                 else:
-                    enc.encode(sym[sel[group]].astype(np.int32), model, rows)
+                    enc.encode(sym[group], model, rows)
         esc_len = self._encode_escapes(enc, q, sym)
-        if bounds is None:
-            self._encode_low(enc, low, s)
-        else:
-            lmin, size = _low_range(q, s, bounds)
-            self._encode_low_sized(enc, low - lmin, size)
+        sel = low_size > 1
+        if sel.any():
+            enc.encode(low[sel], _uniform_family, low_size[sel])
         self._adapt(buckets, sym, esc_len)
 
     def decode_step(self, dec, buckets: np.ndarray, mu: np.ndarray | None = None) -> np.ndarray:
-        s = SHIFTS[buckets]
-        bounds = self._bounds(mu, s)
-        idx = np.arange(buckets.size) if bounds is None else np.flatnonzero(~bounds[4])
-        fb = buckets[idx]
-        order = np.argsort(fb, kind="stable")
-        sb = fb[order]
-        cuts = np.flatnonzero(np.diff(sb)) + 1
-        starts = np.concatenate(([0], cuts))
-        ends = np.concatenate((cuts, [sb.size]))
-        sym_sorted = np.empty(sb.size, dtype=np.int64)
-        for b, a, e in zip(sb[starts] if sb.size else [], starts, ends):
-            sym_sorted[a:e] = dec.decode(self._model(int(b)), int(e - a))
-        sym = np.empty(buckets.size, dtype=np.int64)
-        sym[idx[order]] = sym_sorted
-        if bounds is not None and bounds[4].any():
-            sel = np.flatnonzero(bounds[4])
-            for group, model, rows in self._folded_models(buckets[sel], bounds[2][sel],
-                                                          bounds[3][sel]):
+        censored = self.vmax is not None and mu is not None
+        vmax, mu_ = self._vmax_or_0(), _mu_or_empty(mu)
+        sym = np.zeros(buckets.size, dtype=np.int32)
+        order, group_bucket, group_end, bounded = _bucket_groups(buckets, mu_, vmax, censored)
+        start = 0
+        for b, end in zip(group_bucket.tolist(), group_end.tolist()):
+            sym[order[start:end]] = dec.decode(self._model(b), end - start)
+            start = end
+        if bounded.size:
+            for group, model, rows in self._folded_models(bounded, buckets, mu):
                 if rows is None:
-                    sym[sel[group]] = dec.decode(model, group.size)
+                    sym[group] = dec.decode(model, group.size)
                 else:
-                    sym[sel[group]] = dec.decode(model, rows)
-        q = sym - (Q + 1)
+                    sym[group] = dec.decode(model, rows)
+        q = sym.astype(np.int64) - (Q + 1)
         esc_len = self._decode_escapes(dec, q, sym)
-        if bounds is None:
-            low = self._decode_low(dec, s)
-        else:
-            lmin, size = _low_range(q, s, bounds)
-            low = self._decode_low_sized(dec, size) + lmin
+        lmin, low_size = _low_sizes(q, buckets, mu_, vmax, censored)
+        sel = low_size > 1
+        low = np.zeros(buckets.size, dtype=np.int64)
+        if sel.any():
+            low[sel] = dec.decode(_uniform_family, low_size[sel])
         self._adapt(buckets, sym, esc_len)
-        return (q << s) + low
+        return (q << SHIFTS[buckets]) + low + lmin
+
+    def _vmax_or_0(self) -> int:
+        return 0 if self.vmax is None else int(self.vmax)
 
     # -- censoring at the volume's floor and ceiling --------------------------------------------
-    def _bounds(self, mu, s):
-        """(qlo, qhi, symlo, symhi, bounded, low_min, low_max) or None (uncensored coder).
-
-        ``low_min`` is the smallest low-bits value allowed in symbol qlo, ``low_max`` the
-        largest in symbol qhi."""
-        if self.vmax is None or mu is None:
-            return None
-        qlo = (-mu) >> s
-        qhi = (self.vmax - mu) >> s
-        slo = np.clip(qlo + (Q + 1), 0, ALPHABET - 1)
-        shi = np.clip(qhi + (Q + 1), 0, ALPHABET - 1)
-        return (qlo, qhi, slo, shi, (slo > 0) | (shi < ALPHABET - 1),
-                -mu - (qlo << s), self.vmax - mu - (qhi << s))
-
-    def _folded_models(self, buckets, slo, shi):
-        """Coding calls for the bounded voxels: ``(positions, model, rows)``.
+    def _folded_models(self, bounded, buckets, mu):
+        """Coding calls for the bounded voxels (``bounded``: their positions in step order):
+        ``(positions, model, rows)``.
 
         Each voxel's distribution is its bucket's counts with the impossible symbols folded onto
         the bounds. A (bucket, bounds) combination shared by at least SHARED_FOLD voxels of the
         step (padding, air at the CT floor) gets one model, in ascending key order; the other
         voxels follow in step order, each with its own row (constriction's per-symbol family).
         """
-        key = (buckets * ALPHABET + slo) * ALPHABET + shi
-        uniq, first, inv, cnt = np.unique(key, return_index=True, return_inverse=True,
-                                          return_counts=True)
+        keys, big_end, big_pos, rest, rest_keys, rest_idx = _fold_groups(bounded, buckets, mu,
+                                                                         self.vmax)
         calls = []
-        big = cnt >= SHARED_FOLD
-        if big.any():
-            order = np.argsort(inv, kind="stable")
-            ends = np.cumsum(cnt)
-            for u in np.flatnonzero(big):
-                row = _fold_rows(self.counts, buckets[first[u:u + 1]], slo[first[u:u + 1]],
-                                 shi[first[u:u + 1]])[0]
-                calls.append((order[ends[u] - cnt[u]:ends[u]], _cat(row, perfect=False), None))
-        rest = np.flatnonzero(~big[inv])
+        start = 0
+        rows = _fold_rows(self.counts, keys)
+        for u, end in enumerate(big_end.tolist()):
+            calls.append((big_pos[start:end], _cat(rows[u], perfect=False), None))
+            start = end
         if rest.size:
-            calls.append((rest, _cat_family, _fold_rows(self.counts, buckets[rest], slo[rest],
-                                                         shi[rest])))
+            # one folded row per distinct key, repeated for its voxels
+            calls.append((rest, _cat_family, _fold_rows(self.counts, rest_keys)[rest_idx]))
         return calls
-
-    @staticmethod
-    def _encode_low_sized(enc, low, size):
-        sel = size > 1
-        if sel.any():
-            enc.encode(low[sel].astype(np.int32), _uniform_family, size[sel].astype(np.int32))
-
-    @staticmethod
-    def _decode_low_sized(dec, size):
-        low = np.zeros(size.size, dtype=np.int64)
-        sel = size > 1
-        if sel.any():
-            low[sel] = dec.decode(_uniform_family, size[sel].astype(np.int32))
-        return low
 
     # -- escapes: q beyond +-Q ----------------------------------------------------------------
     def _encode_escapes(self, enc, q, sym):
@@ -242,36 +189,210 @@ class ResidualCoder:
         q[esc] = np.where(low_side, -(Q + 1) - (e1 - 1), (Q + 1) + (e1 - 1))
         return n
 
-    # -- uniform low bits -----------------------------------------------------------------------
-    @staticmethod
-    def _encode_low(enc, low, s):
-        sel = s > 0
-        if sel.any():
-            enc.encode(low[sel].astype(np.int32), _uniform_family,
-                       (np.int32(1) << s[sel].astype(np.int32)))
 
-    @staticmethod
-    def _decode_low(dec, s):
-        low = np.zeros(s.size, dtype=np.int64)
-        sel = s > 0
-        if sel.any():
-            low[sel] = dec.decode(_uniform_family, (np.int32(1) << s[sel].astype(np.int32)))
-        return low
+def _mu_or_empty(mu):
+    return _NO_MU if mu is None else mu
+
+
+_NO_MU = np.zeros(0, np.int64)
 
 
 @numba.njit(cache=True)
-def _fold_rows(counts, buckets, slo, shi):
-    """float64 rows (exact integers): counts[b] with entries outside [slo, shi] moved onto them."""
-    out = np.zeros((buckets.size, counts.shape[1]), np.float64)
-    for i in range(buckets.size):
-        row = counts[buckets[i]]
-        lo = slo[i]
-        hi = shi[i]
+def _encode_symbols(r, buckets, mu, vmax, censored):
+    """Per voxel: coarse value q, its symbol, and the low bits as (offset, count of values):
+    2**s values, or for a censored coder only those of the bound symbols that stay in range."""
+    n = r.size
+    q = np.empty(n, np.int64)
+    sym = np.empty(n, np.int32)
+    low = np.empty(n, np.int32)
+    size = np.empty(n, np.int32)
+    for i in range(n):
+        s = SHIFTS[buckets[i]]
+        qi = r[i] >> s
+        q[i] = qi
+        sym[i] = min(max(qi + (Q + 1), 0), ALPHABET - 1)
+        lmin, lmax = _low_bounds(qi, s, mu, vmax, censored, i)
+        low[i] = r[i] - (qi << s) - lmin
+        size[i] = lmax - lmin + 1
+    return q, sym, low, size
+
+
+@numba.njit(cache=True)
+def _low_sizes(q, buckets, mu, vmax, censored):
+    """Decoder side of _encode_symbols' low-bit ranges: ``(first allowed value, count)``."""
+    n = q.size
+    lmin = np.empty(n, np.int64)
+    size = np.empty(n, np.int32)
+    for i in range(n):
+        lo, hi = _low_bounds(q[i], SHIFTS[buckets[i]], mu, vmax, censored, i)
+        lmin[i] = lo
+        size[i] = hi - lo + 1
+    return lmin, size
+
+
+@numba.njit(cache=True, inline="always")
+def _low_bounds(qi, s, mu, vmax, censored, i):
+    lmin = 0
+    lmax = (np.int64(1) << s) - 1
+    if censored:
+        m = mu[i]
+        qlo = (-m) >> s
+        qhi = (vmax - m) >> s
+        if qi == qlo:
+            lmin = -m - (qlo << s)
+        if qi == qhi:
+            lmax = vmax - m - (qhi << s)
+    return lmin, lmax
+
+
+@numba.njit(cache=True, inline="always")
+def _sym_bounds(m, s, vmax):
+    """The lowest and highest coarse symbols a censored voxel with prediction m can take."""
+    slo = min(max(((-m) >> s) + (Q + 1), 0), ALPHABET - 1)
+    shi = min(max(((vmax - m) >> s) + (Q + 1), 0), ALPHABET - 1)
+    return slo, shi
+
+
+@numba.njit(cache=True)
+def _bucket_groups(buckets, mu, vmax, censored):
+    """Unbounded voxels sorted by bucket (stable: step order within a bucket) as
+    ``(order, bucket of each group, end of each group in order)``, and the positions of the
+    bounded voxels (a bound cuts into the table's range) in step order."""
+    n = buckets.size
+    bounded = np.zeros(n, np.bool_)
+    count = np.zeros(N_BUCKETS, np.int64)
+    n_bounded = 0
+    for i in range(n):
+        b = buckets[i]
+        if censored:
+            slo, shi = _sym_bounds(mu[i], SHIFTS[b], vmax)
+            if slo > 0 or shi < ALPHABET - 1:
+                bounded[i] = True
+                n_bounded += 1
+                continue
+        count[b] += 1
+    n_groups = 0
+    for b in range(N_BUCKETS):
+        if count[b]:
+            n_groups += 1
+    group_bucket = np.empty(n_groups, np.int64)
+    group_end = np.empty(n_groups, np.int64)
+    next_slot = np.empty(N_BUCKETS, np.int64)
+    g = 0
+    total = 0
+    for b in range(N_BUCKETS):
+        next_slot[b] = total
+        if count[b]:
+            total += count[b]
+            group_bucket[g] = b
+            group_end[g] = total
+            g += 1
+    order = np.empty(total, np.int64)
+    positions = np.empty(n_bounded, np.int64)
+    k = 0
+    for i in range(n):
+        if bounded[i]:
+            positions[k] = i
+            k += 1
+        else:
+            b = buckets[i]
+            order[next_slot[b]] = i
+            next_slot[b] += 1
+    return order, group_bucket, group_end, positions
+
+
+@numba.njit(cache=True)
+def _fold_groups(bounded, buckets, mu, vmax):
+    """Bounded voxels grouped by key (bucket, lowest, highest symbol).
+
+    Returns the keys shared by at least SHARED_FOLD voxels (ascending) with the end of each
+    one's voxels in ``big_pos`` (step order within a key), then the other voxels in step order
+    as positions, the distinct keys among them and each one's index into those keys."""
+    n = bounded.size
+    b_ = np.empty(n, np.int64)
+    lo_ = np.empty(n, np.int64)
+    hi_ = np.empty(n, np.int64)
+    for k in range(n):
+        i = bounded[k]
+        b_[k] = buckets[i]
+        lo_[k], hi_[k] = _sym_bounds(mu[i], SHIFTS[b_[k]], vmax)
+    # stable sort by (bucket, lowest, highest): three counting-sort passes, least significant first
+    by_key = np.arange(n)
+    by_key = _counting_pass(hi_, by_key, ALPHABET)
+    by_key = _counting_pass(lo_, by_key, ALPHABET)
+    by_key = _counting_pass(b_, by_key, N_BUCKETS)
+    shared = np.zeros(n, np.bool_)
+    rest_key_id = np.empty(n, np.int64)
+    big_keys = np.empty(n, np.int64)
+    rest_keys = np.empty(n, np.int64)
+    big_end = np.empty(n, np.int64)
+    big_pos = np.empty(n, np.int64)
+    n_big = n_big_keys = n_rest_keys = 0
+    a = 0
+    while a < n:
+        first = by_key[a]
+        key = (b_[first] * ALPHABET + lo_[first]) * ALPHABET + hi_[first]
+        e = a + 1
+        while e < n and (b_[by_key[e]] == b_[first] and lo_[by_key[e]] == lo_[first]
+                         and hi_[by_key[e]] == hi_[first]):
+            e += 1
+        if e - a >= SHARED_FOLD:
+            for j in range(a, e):
+                shared[by_key[j]] = True
+                big_pos[n_big] = bounded[by_key[j]]
+                n_big += 1
+            big_keys[n_big_keys] = key
+            big_end[n_big_keys] = n_big
+            n_big_keys += 1
+        else:
+            for j in range(a, e):
+                rest_key_id[by_key[j]] = n_rest_keys
+            rest_keys[n_rest_keys] = key
+            n_rest_keys += 1
+        a = e
+    rest = np.empty(n - n_big, np.int64)
+    rest_idx = np.empty(n - n_big, np.int64)
+    j = 0
+    for k in range(n):
+        if not shared[k]:
+            rest[j] = bounded[k]
+            rest_idx[j] = rest_key_id[k]
+            j += 1
+    return (big_keys[:n_big_keys], big_end[:n_big_keys], big_pos[:n_big], rest,
+            rest_keys[:n_rest_keys], rest_idx)
+
+
+@numba.njit(cache=True)
+def _counting_pass(digit, order, radix):
+    """``order`` stably re-sorted by ``digit[order]`` (values in [0, radix))."""
+    count = np.zeros(radix + 1, np.int64)
+    for k in range(order.size):
+        count[digit[order[k]] + 1] += 1
+    for d in range(radix):
+        count[d + 1] += count[d]
+    out = np.empty_like(order)
+    for k in range(order.size):
+        d = digit[order[k]]
+        out[count[d]] = order[k]
+        count[d] += 1
+    return out
+
+
+@numba.njit(cache=True)
+def _fold_rows(counts, keys):
+    """float64 rows (exact integers), one per key (bucket, lowest, highest symbol): the bucket's
+    counts with the entries outside [lowest, highest] moved onto them."""
+    width = counts.shape[1]
+    out = np.zeros((keys.size, width), np.float64)
+    for i in range(keys.size):
+        hi = keys[i] % width
+        lo = (keys[i] // width) % width
+        row = counts[keys[i] // (width * width)]
         below = 0
         for k in range(lo):
             below += row[k]
         above = 0
-        for k in range(hi + 1, row.size):
+        for k in range(hi + 1, width):
             above += row[k]
         for k in range(lo, hi + 1):
             out[i, k] = row[k]
@@ -280,12 +401,19 @@ def _fold_rows(counts, buckets, slo, shi):
     return out
 
 
-def _low_range(q, s, bounds):
-    """Low bits of a censored voxel: the first allowed value and the count of allowed values."""
-    qlo, qhi, _, _, _, low_min, low_max = bounds
-    lmin = np.where(q == qlo, low_min, 0)
-    lmax = np.where(q == qhi, low_max, (np.int64(1) << s) - 1)
-    return lmin, lmax - lmin + 1
+@numba.njit(cache=True)
+def _adapt_counts(counts, buckets, symbols):
+    """Add INCREMENT per coded symbol; halve a table whose total passes LIMIT. Returns the
+    touched buckets (their cached models are stale)."""
+    touched = np.zeros(counts.shape[0], np.bool_)
+    for i in range(buckets.size):
+        counts[buckets[i], symbols[i]] += INCREMENT
+        touched[buckets[i]] = True
+    for b in range(counts.shape[0]):
+        if touched[b] and counts[b].sum() > LIMIT:
+            for k in range(counts.shape[1]):
+                counts[b, k] = (counts[b, k] + 1) >> 1
+    return touched
 
 
 def _bit_length(v: np.ndarray) -> np.ndarray:
