@@ -3,7 +3,8 @@ exactly on another CPU, thread count, instruction set, batch size or worker coun
 
 Encoding and decoding run in fresh subprocesses under what can really differ on the coding
 path (which never imports torch, so ATen/MKL/OMP variables cannot reach it): numba's CPU
-target (the host's, or a generic x86-64 without the host's vector extensions), the worker
+target and OpenBLAS's kernels (the host's, or generic x86-64 ones without the host's vector
+extensions; the LSTM's gate sums are float32 matrix products, exact by construction), the worker
 count, and how workers start (fork, or spawn as on macOS/Windows); bytes and voxels must be
 identical to this process's single-worker result.
 """
@@ -25,7 +26,8 @@ from medzip.formats.base import adapter_for_path
 
 ENVIRONMENTS = {
     "default": ({}, (1, 3)),
-    "numba_generic_cpu": ({"NUMBA_CPU_NAME": "generic", "NUMBA_CPU_FEATURES": ""}, (1, 2)),
+    "generic_cpu": ({"NUMBA_CPU_NAME": "generic", "NUMBA_CPU_FEATURES": "",
+                     "OPENBLAS_CORETYPE": "Prescott", "OPENBLAS_NUM_THREADS": "1"}, (1, 2)),
     "spawned_workers": ({"MEDZIP_START_METHOD": "spawn"}, (2,)),
 }
 
@@ -138,3 +140,22 @@ def test_prediction_does_not_depend_on_batch_split(level):
             if isinstance(v, np.ndarray):
                 setattr(pieces, k, v.copy())
     assert checked == 6 * 64 * 64  # every voxel of the crop went through both paths
+
+
+def test_gate_sums_are_exact_integers():
+    """The LSTM's gate sums (float32 BLAS products in blocks, or the numba loop where a BLAS
+    is not exact) equal integer arithmetic, at full scale and for any row count."""
+    from medzip import intlstm
+    rng = np.random.default_rng(5)
+    w = rng.integers(-127, 128, (41, 64))
+    w[:, 0] = 127
+    for n in (1, 95, 96, 97, 1000):
+        x = rng.integers(-127, 128, (n, 41))
+        x[0] = 127
+        want = x @ w
+        xf, wf = x.astype(np.float32), w.astype(np.float32)
+        assert np.array_equal(intlstm.gate_sums(xf, wf).astype(np.int64), want)
+        loop = np.empty(want.shape, np.float32)
+        intlstm._gate_sums_loop(xf, wf, loop)
+        assert np.array_equal(loop.astype(np.int64), want)
+    assert intlstm._blas_is_exact()  # IEEE single precision here: the BLAS path is the one used

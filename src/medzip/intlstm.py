@@ -16,6 +16,8 @@ batch size.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numba
 import numpy as np
 
@@ -64,6 +66,54 @@ def exact_float32_weights(w: np.ndarray) -> np.ndarray:
     if w.shape[1] * 127 * 127 >= (1 << 24):
         raise ValueError("layer too wide for exact float32 accumulation")
     return np.ascontiguousarray(w.T.astype(np.float32))
+
+
+# Rows per matrix product in gate_sums: 96 x 41 x 64 multiply-adds stay under OpenBLAS's
+# threshold for threading a product (65536 * 4), so each block runs on the calling thread: no
+# BLAS thread pool competes with medzip's worker processes or with other threads' calls.
+GATE_BLOCK = 96
+
+
+def gate_sums(xh: np.ndarray, w_t: np.ndarray) -> np.ndarray:
+    """``xh @ w_t`` (float32 rows of [inputs; h] times exact_float32_weights): every gate's
+    integer pre-activation before its bias.
+
+    Exact whatever order a BLAS sums in (see exact_float32_weights), as long as it computes in
+    IEEE single precision; a BLAS set to a reduced-precision mode (TF32, bf16) would not, so the
+    first call checks the product on extreme values against integer arithmetic and, if it
+    differs, every call uses the numba loop instead."""
+    out = np.empty((xh.shape[0], w_t.shape[1]), np.float32)
+    if not _blas_is_exact():
+        _gate_sums_loop(xh, w_t, out)
+        return out
+    for a in range(0, xh.shape[0], GATE_BLOCK):
+        np.matmul(xh[a:a + GATE_BLOCK], w_t, out=out[a:a + GATE_BLOCK])
+    return out
+
+
+@lru_cache(maxsize=1)
+def _blas_is_exact() -> bool:
+    k = np.arange(GATE_BLOCK * 57, dtype=np.int64).reshape(GATE_BLOCK, 57)
+    x = (k * 37) % 255 - 127
+    x[:8] = 127 * np.where(k[:8] % 3 == 0, -1, 1)  # rows of full-scale values: sums near 2**20
+    w = ((np.arange(57 * 64, dtype=np.int64).reshape(57, 64) * 91) % 255) - 127
+    w[:, :4] = 127
+    want = x @ w
+    got = np.empty(want.shape, np.float32)
+    np.matmul(x.astype(np.float32), w.astype(np.float32), out=got)
+    return bool(np.array_equal(got.astype(np.int64), want))
+
+
+@numba.njit(cache=True)
+def _gate_sums_loop(xh, w_t, out):
+    """gate_sums without BLAS (float32, output index innermost: vectorised, never reassociated)."""
+    for i in range(xh.shape[0]):
+        for j in range(w_t.shape[1]):
+            out[i, j] = 0
+        for k in range(w_t.shape[0]):
+            xk = xh[i, k]
+            for j in range(w_t.shape[1]):
+                out[i, j] += w_t[k, j] * xk
 
 
 @numba.njit(cache=True)

@@ -39,6 +39,7 @@ from .bias import bias_update, new_statistics, store_corrected
 from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
 from .base import PredictorBase, ResidualChunk
 from .contexts import activity_bucket, residual_activity
+from ..intlstm import gate_sums
 from .lstm import N_FEATURES, LSTMPredictor, _step_outputs, voxel_features
 from .models import ModelFile
 from .padding import fit_known_plane
@@ -409,7 +410,7 @@ class _BlendLSTMChunk(_BlendChunk):
         mu, bucket = self.new_step(n)
         xh = np.empty((n, net.inputs + net.hidden), np.float32)
         u, self._base = self.network_inputs(vol, flat, zloc, self.h, xh)
-        _step_outputs(xh, lp.w_t, vol, flat, zloc, self.row, self.plane, self.vmax, self.h,
+        _step_outputs(gate_sums(xh, lp.w_t), vol, flat, zloc, self.row, self.plane, self.vmax, self.h,
                       self.c, net.b, net.shift, net.sig, net.tanh_g, net.tanh_c, net.head_w,
                       net.head_b, net.head_shift, u, self._base, self.bc_sum, self.bc_cnt,
                       p.bias_cancel, mu, bucket, self._ctx, self._corr)

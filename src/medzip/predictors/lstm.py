@@ -17,7 +17,7 @@ import numpy as np
 
 from ..entropy import N_BUCKETS
 from ..errors import UnsupportedInputError
-from ..intlstm import QuantLSTMParams, cell_update, exact_float32_weights, linear_head
+from ..intlstm import QuantLSTMParams, cell_update, exact_float32_weights, gate_sums, linear_head
 from ..intmath import log2_q3
 from ..scheduling import PaddedGeometry
 from .base import PredictorBase, ResidualChunk
@@ -87,7 +87,7 @@ class _LSTMChunk(ResidualChunk):
         xh = np.empty((n, net.inputs + net.hidden), np.float32)
         _step_inputs(vol, self.res, flat, zloc, self.off3, self.p.ls.coef3, self.off2,
                      self.p.ls.coef2, self.row, self.plane, self.vmax, self.h, xh, u, self._mu_ls)
-        _step_outputs(xh, self.p.w_t, vol, flat, zloc, self.row, self.plane, self.vmax, self.h, self.c,
+        _step_outputs(gate_sums(xh, self.p.w_t), vol, flat, zloc, self.row, self.plane, self.vmax, self.h, self.c,
                       net.b, net.shift, net.sig, net.tanh_g, net.tanh_c, net.head_w, net.head_b,
                       net.head_shift, u, self._mu_ls, self.bc_sum, self.bc_cnt,
                       self.p.bias_cancel, mu, bucket, self._ctx, self._corr)
@@ -164,29 +164,20 @@ def _step_inputs(vol, els, flat, zloc, off3, c3, off2, c2, row, plane, vmax, hs,
 
 
 @numba.njit(cache=True)
-def _step_outputs(xh, w_t, vol, flat, zloc, row, plane, vmax, hs, cs, b, shift, sig, tanh_g,
-                  tanh_c, hw, hb, hshift, u, mu_ls_in, bc_sum, bc_cnt, bias_cancel,
-                  mu_out, b_out, ctx_out, corr_out):
-    """Per voxel: gate sums, LSTM state update, head, mean/bucket and the bias canceller.
-
-    The gate sums run in float32 with the output index innermost (vectorisable without
-    reassociation); they are exact integers (intlstm.exact_float32_weights).
-    """
+def _step_outputs(gates, vol, flat, zloc, row, plane, vmax, hs, cs, b, shift, sig, tanh_g, tanh_c,
+                  hw, hb, hshift, u, mu_ls_in, bc_sum, bc_cnt, bias_cancel, mu_out, b_out,
+                  ctx_out, corr_out):
+    """Per voxel: LSTM state update from its gate sums (intlstm.gate_sums: exact integers in
+    float32), head, mean/bucket and the bias canceller."""
     out = np.empty(2, np.int64)
-    n_gate = w_t.shape[1]
-    sums = np.empty(n_gate, np.float32)
+    n_gate = gates.shape[1]
     a = np.empty(n_gate, np.int64)
     for i in range(flat.size):
         f = flat[i]
         z = zloc[i]
         r = f // row
-        sums[:] = 0
-        for k in range(w_t.shape[0]):
-            xk = xh[i, k]
-            for j in range(n_gate):
-                sums[j] += w_t[k, j] * xk
         for j in range(n_gate):
-            a[j] = np.int64(sums[j]) + b[j]
+            a[j] = np.int64(gates[i, j]) + b[j]
         cell_update(a, hs[r], cs[r], shift, sig, tanh_g, tanh_c)
         linear_head(hs[r], hw, hb, out)
         dmu, lq = head_to_params(out[0], out[1], u[i], hshift)
