@@ -159,3 +159,27 @@ def test_gate_sums_are_exact_integers():
         intlstm._gate_sums_loop(xf, wf, loop)
         assert np.array_equal(loop.astype(np.int64), want)
     assert intlstm._blas_is_exact()  # IEEE single precision here: the BLAS path is the one used
+
+
+def test_shared_divisor_floor_division_is_exact():
+    """intmath.floor_div_shared (the features' division by the local scale) equals ``//`` for
+    negative, small, near-2**52 and huge numerators and small to 2**31 divisors."""
+    import numba
+
+    from medzip.intmath import floor_div_shared
+
+    @numba.njit
+    def mismatches(xs, ds):
+        bad = 0
+        for d in ds:
+            inv = 1.0 / d
+            for x in xs:
+                bad += floor_div_shared(x, d, inv) != x // d
+        return bad
+
+    rng = np.random.default_rng(0)
+    xs = np.concatenate([np.arange(-3000, 3000), rng.integers(-2**40, 2**40, 5000),
+                         rng.integers(-2**62, 2**62, 500),
+                         [2**52 - 1, -(2**52) + 1, 2**52, -(2**52), 2**63 - 1, -(2**63)]])
+    ds = np.concatenate([np.arange(1, 200), rng.integers(1, 2**31, 50)])
+    assert mismatches(xs.astype(np.int64), ds.astype(np.int64)) == 0

@@ -59,3 +59,22 @@ def exact_gram(a: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarra
         af = a.astype(np.float64)
         return ((af.T @ af).astype(np.int64), (af.T @ target.astype(np.float64)).astype(np.int64))
     return a.T @ a, a.T @ target
+
+
+@numba.njit(cache=True, inline="always")
+def floor_div_shared(x, d, inv):
+    """``x // d`` (floor) for an int64 x and a divisor d >= 1 shared by several numerators,
+    ``inv = 1.0 / d`` computed once: a multiply and an integer check instead of a division.
+
+    Exact: for |x| < 2**52 the product ``x * inv`` is within a relative 2**-52 of x / d, i.e.
+    less than 1 away, so its floor is off by at most one, and the two integer comparisons
+    (products bounded by |x| + d, no overflow) correct that. Larger |x| divide directly.
+    """
+    if x >= (np.int64(1) << 52) or x <= -(np.int64(1) << 52):  # (abs() overflows at -2**63)
+        return x // d
+    q = np.int64(math.floor(x * inv))
+    if q * d > x:
+        q -= 1
+    elif (q + 1) * d <= x:
+        q += 1
+    return q

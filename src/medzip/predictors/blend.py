@@ -436,6 +436,12 @@ def _slot(f, row):
 
 
 @numba.njit(cache=True, inline="always")
+def _slot_rc(r, c):
+    """_slot of the voxel at flat row r (all slices, all rows), column c."""
+    return (r * ERR_RING + c % ERR_RING) * N_EXPERTS
+
+
+@numba.njit(cache=True, inline="always")
 def _lin_q4(vol, f, off, c):
     acc = c[c.size - 1]
     for k in range(off.size):
@@ -502,20 +508,30 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
         pred[5] = p0
         pred[6] = p0
     # each expert's absolute errors on the decoded neighbours (NE of the last column is padding)
-    ne_inside = f % row + 1 < row - PAD
+    # slots of W, N, NW, NE, the voxel below, WW and NN from one division (f is at least PAD
+    # from the row's ends, so these neighbours are in the same or the rows above)
+    r_f = f // row
+    c_f = f - r_f * row
+    ne_inside = c_f + 1 < row - PAD
+    s_w = _slot_rc(r_f, c_f - 1)
+    s_n = _slot_rc(r_f - 1, c_f)
+    s_nw = _slot_rc(r_f - 1, c_f - 1)
+    s_ne = _slot_rc(r_f - 1, c_f + 1)
+    s_p = _slot_rc(r_f - plane // row, c_f)
+    s_ww = _slot_rc(r_f, c_f - 2)
+    s_nn = _slot_rc(r_f - 2, c_f)
     emin = np.int64(1) << 40
     for k in range(ne):
         if not (experts >> k) & 1:
             e[k] = np.int64(1) << 40
             continue
-        s = 2 * np.int64(err[_slot(f - 1, row) + k]) + 2 * np.int64(err[_slot(f - row, row) + k]) \
-            + np.int64(err[_slot(f - row - 1, row) + k])
+        s = 2 * np.int64(err[s_w + k]) + 2 * np.int64(err[s_n + k]) + np.int64(err[s_nw + k])
         if ne_inside:
-            s += np.int64(err[_slot(f - row + 1, row) + k])
+            s += np.int64(err[s_ne + k])
         if z > 0:
-            s += 2 * np.int64(err[_slot(f - plane, row) + k])
+            s += 2 * np.int64(err[s_p + k])
         else:
-            s += np.int64(err[_slot(f - 2, row) + k]) + np.int64(err[_slot(f - 2 * row, row) + k])
+            s += np.int64(err[s_ww + k]) + np.int64(err[s_nn + k])
         e[k] = 2 + s
         emin = min(emin, e[k])
     num = np.int64(0)
