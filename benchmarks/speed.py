@@ -6,7 +6,7 @@ plane and extended to 133 slices by reflection. Never use it for compression cla
 Each measurement runs in a fresh process, after an untimed round trip of a small crop (so
 numba's on-disk cache is warm, as on any installation after its first use); peak memory is the
 proportional set size (PSS) of that process and its worker processes, sampled every 50 ms
-(shared pages counted once).
+(shared pages counted once) in a second, untimed run of the same command.
 Usage: python benchmarks/speed.py [--levels 1 5 9] [--threads 2]
 """
 from __future__ import annotations
@@ -52,8 +52,9 @@ def sample():
     while True:
         peak[0] = max(peak[0], tree_pss_mb(os.getpid()))
         time.sleep(0.05)
-threading.Thread(target=sample, daemon=True).start()
 args = json.loads(sys.argv[1])
+if args["sample_memory"]:
+    threading.Thread(target=sample, daemon=True).start()
 # the decoder is checked against a hash, so the reference volume is not held during decoding
 vol = np.load(args["volume"]) if args["op"] == "encode" else None
 t0 = time.perf_counter()
@@ -97,9 +98,9 @@ def clinical_ct() -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([tiled, tiled[::-1][: 133 - tiled.shape[0]]]))
 
 
-def run(codec, op, volume, stream, level, threads, sha256, vmin) -> dict:
+def run(codec, op, volume, stream, level, threads, sha256, vmin, sample_memory=False) -> dict:
     args = {"codec": codec, "op": op, "volume": str(volume), "stream": str(stream), "level": level,
-            "threads": threads, "sha256": sha256, "vmin": vmin}
+            "threads": threads, "sha256": sha256, "vmin": vmin, "sample_memory": sample_memory}
     out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(args)], capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -135,7 +136,12 @@ def main() -> None:
             ref = (hashlib.sha256(vol).hexdigest(), int(vol.min()))
             enc = run(codec, "encode", path, stream, level, args.threads, *ref)
             dec = run(codec, "decode", path, stream, level, args.threads, *ref)
-            mem = f"{enc['pss_peak_mb']:.0f}/{dec['pss_peak_mb']:.0f}"
+            # memory in separate runs: reading /proc/<pid>/smaps_rollup 20 times a second takes
+            # each sampled process's memory-map lock and walks its page tables, which slowed
+            # medzip's worker processes by 10-25 % when timed in the same run
+            mem_enc = run(codec, "encode", path, stream, level, args.threads, *ref, True)
+            mem_dec = run(codec, "decode", path, stream, level, args.threads, *ref, True)
+            mem = f"{mem_enc['pss_peak_mb']:.0f}/{mem_dec['pss_peak_mb']:.0f}"
             print(f"{label:14s} {enc['seconds']:9.1f} {vol.size / enc['seconds'] / 1e6:7.2f} "
                   f"{dec['seconds']:9.1f} {vol.size / dec['seconds'] / 1e6:7.2f} "
                   f"{8 * enc['bytes'] / vol.size:8.3f} {mem:>21s}", flush=True)
