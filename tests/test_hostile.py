@@ -259,3 +259,87 @@ def test_fuzzed_archives_raise_only_medzip_errors(real, sparse):
     assert not leaks, leaks
     assert sum(tally.values()) >= 2000
     assert all(g < RSS_BUDGET for _, g in results)
+
+
+def _reseal(data: bytes, pick, rng: random.Random) -> bytes:
+    """Damage one section that ``pick(volume_header)`` names, keeping its CRC valid: the
+    decoder's own checks, not the CRC, must catch what follows."""
+    s = Stream.parse(data)
+    ref = pick(s.header["volumes"][0])
+    body = bytearray(s.body)
+    start, end = ref["offset"], ref["offset"] + ref["length"]
+    if rng.random() < 0.2 and ref["length"] > 1:  # cut short: the tail moves to the end
+        end = start + rng.randrange(1, ref["length"])
+        ref["length"] = end - start
+    else:
+        for _ in range(rng.randint(1, 3)):
+            body[start + rng.randrange(end - start)] ^= 1 << rng.randrange(8)
+    ref["crc32"] = zlib.crc32(bytes(body[start:end])) & 0xFFFFFFFF
+    s.body = bytes(body)
+    return s.build()
+
+
+def _forge_blend_values(data: bytes, rng: random.Random) -> bytes:
+    """Rewrite the zstd-packed part of a blend parameter block (docs/FORMAT.md 7.6: class
+    flags, thresholds, coefficients, previous-volume sets, mask shape and bits) with a value
+    made extreme or bytes flipped, packed again and sealed: the parser, not zstd, must refuse."""
+    import zstandard
+    s = Stream.parse(data)
+    ref = s.header["volumes"][0]["predictor_params"]
+    blob = s.body[ref["offset"]:ref["offset"] + ref["length"]]
+    pos = 5 if blob[0] == 2 else 4
+    (n_ls,) = struct.unpack_from("<H", blob, pos)
+    cut = pos + 2 + n_ls
+    raw = bytearray(zstandard.ZstdDecompressor().decompress(blob[cut:]))
+    if rng.random() < 0.5 and len(raw) >= 8:
+        at = rng.randrange(len(raw) - 7)
+        raw[at:at + 8] = struct.pack("<q", rng.choice([-(2 ** 63), -1, 0, 2 ** 31, 2 ** 62, 2 ** 63 - 1]))
+    elif rng.random() < 0.5:
+        raw = raw[:rng.randrange(len(raw))] if rng.random() < 0.5 else raw + bytes(rng.randrange(1, 64))
+    else:
+        raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+    new = blob[:cut] + zstandard.ZstdCompressor().compress(bytes(raw))
+    ref.update(offset=len(s.body), length=len(new), crc32=zlib.crc32(new) & 0xFFFFFFFF)
+    s.body += new
+    return s.build()
+
+
+def _fuzz_sections(data: bytes, original: np.ndarray, count: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    n_chunks = len(Stream.parse(data).header["volumes"][0]["chunks"])
+    tally: dict = {}
+    for k in range(count):
+        t0 = time.perf_counter()
+        if k % 3 == 0:
+            kind, blob = "parameter block", _reseal(data, lambda vh: vh["predictor_params"], rng)
+        elif k % 3 == 1:
+            kind, blob = "parameter values", _forge_blend_values(data, rng)
+        else:
+            i = rng.randrange(n_chunks)
+            kind, blob = "coded chunk", _reseal(data, lambda vh: vh["chunks"][i], rng)
+        outcome = _outcome(blob, original)
+        if time.perf_counter() - t0 > 20:
+            outcome = "LEAK slow"
+        tally[(kind, outcome)] = tally.get((kind, outcome), 0) + 1
+    return {"tally": tally}
+
+
+def test_fuzzed_blend_sections_raise_only_medzip_errors():
+    """The default model's per-volume parameter block (LS sets, class coefficients, the
+    version-2 flags, previous-volume coefficients and the packed padding mask) and its coded
+    chunks, damaged with valid CRCs: only exact output or a one-line MedzipError, bounded memory.
+    A real masked 4-D EPI crop from nibabel (previous-volume context and mask both in play)."""
+    from conftest import _nibabel_test_file, nifti_stored
+    path = _nibabel_test_file("example4d.nii.gz")
+    if path is None:
+        pytest.skip("nibabel's example4d.nii.gz is missing")
+    arr = np.ascontiguousarray(nifti_stored(path)[:, 8:12, 0:40, 0:48])
+    data = medzip.compress(arr, level=5, chunk_slices=2)
+    vh = Stream.parse(data).header["volumes"][0]
+    assert vh["model"]["name"] == "medzip-blend" and vh["model"]["version"] == 2
+    status, value, growth = run_limited(_fuzz_sections, data, arr, 300, 3, timeout=600)
+    assert status == "ok", value
+    print("\nsection fuzz outcomes:", value["tally"], "RSS growth MiB:", growth >> 20)
+    leaks = {k: n for k, n in value["tally"].items() if k[1] not in ("exact", "corrupt", "refused")}
+    assert not leaks, leaks
+    assert growth < RSS_BUDGET
