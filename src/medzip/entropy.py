@@ -96,16 +96,16 @@ class ResidualCoder:
     # per step (sorting, grouping, splitting) runs in numba kernels: one call per step.
     def encode_step(self, enc, r: np.ndarray, buckets: np.ndarray,
                     mu: np.ndarray | None = None) -> None:
-        censored = self.vmax is not None and mu is not None
-        vmax, mu_ = self._vmax_or_0(), _mu_or_empty(mu)
+        censored, vmax, mu_ = self._censoring(mu)
         q, sym, low, low_size = _encode_symbols(r, buckets, mu_, vmax, censored)
-        order, group_bucket, group_end, bounded = _bucket_groups(buckets, mu_, vmax, censored)
+        order, group_bucket, group_end, bounded, keys = _bucket_groups(buckets, mu_, vmax,
+                                                                       censored)
         start = 0
         for b, end in zip(group_bucket.tolist(), group_end.tolist()):
             enc.encode(sym[order[start:end]], self._model(b))
             start = end
         if bounded.size:
-            for group, model, rows in self._folded_models(bounded, buckets, mu):
+            for group, model, rows in self._folded_models(bounded, keys):
                 if rows is None:
                     enc.encode(sym[group], model)
                 else:
@@ -117,16 +117,16 @@ class ResidualCoder:
         self._adapt(buckets, sym, esc_len)
 
     def decode_step(self, dec, buckets: np.ndarray, mu: np.ndarray | None = None) -> np.ndarray:
-        censored = self.vmax is not None and mu is not None
-        vmax, mu_ = self._vmax_or_0(), _mu_or_empty(mu)
+        censored, vmax, mu_ = self._censoring(mu)
         sym = np.zeros(buckets.size, dtype=np.int32)
-        order, group_bucket, group_end, bounded = _bucket_groups(buckets, mu_, vmax, censored)
+        order, group_bucket, group_end, bounded, keys = _bucket_groups(buckets, mu_, vmax,
+                                                                       censored)
         start = 0
         for b, end in zip(group_bucket.tolist(), group_end.tolist()):
             sym[order[start:end]] = dec.decode(self._model(b), end - start)
             start = end
         if bounded.size:
-            for group, model, rows in self._folded_models(bounded, buckets, mu):
+            for group, model, rows in self._folded_models(bounded, keys):
                 if rows is None:
                     sym[group] = dec.decode(model, group.size)
                 else:
@@ -141,24 +141,26 @@ class ResidualCoder:
         self._adapt(buckets, sym, esc_len)
         return (q << SHIFTS[buckets]) + low + lmin
 
-    def _vmax_or_0(self) -> int:
-        return 0 if self.vmax is None else int(self.vmax)
+    def _censoring(self, mu):
+        """``(censored, vmax, mu)`` as the kernels take them (0 and an empty array when unused)."""
+        if self.vmax is None or mu is None:
+            return False, 0, _NO_MU
+        return True, int(self.vmax), mu
 
     # -- censoring at the volume's floor and ceiling --------------------------------------------
-    def _folded_models(self, bounded, buckets, mu):
-        """Coding calls for the bounded voxels (``bounded``: their positions in step order):
-        ``(positions, model, rows)``.
+    def _folded_models(self, bounded, keys):
+        """Coding calls for the bounded voxels (``bounded``: their positions in step order,
+        ``keys``: their (bucket, lowest, highest symbol) keys): ``(positions, model, rows)``.
 
         Each voxel's distribution is its bucket's counts with the impossible symbols folded onto
         the bounds. A (bucket, bounds) combination shared by at least SHARED_FOLD voxels of the
         step (padding, air at the CT floor) gets one model, in ascending key order; the other
         voxels follow in step order, each with its own row (constriction's per-symbol family).
         """
-        keys, big_end, big_pos, rest, rest_keys, rest_idx = _fold_groups(bounded, buckets, mu,
-                                                                         self.vmax)
+        big_keys, big_end, big_pos, rest, rest_keys, rest_idx = _fold_groups(bounded, keys)
         calls = []
         start = 0
-        rows = _fold_rows(self.counts, keys)
+        rows = _fold_rows(self.counts, big_keys)
         for u, end in enumerate(big_end.tolist()):
             calls.append((big_pos[start:end], _cat(rows[u], perfect=False), None))
             start = end
@@ -188,10 +190,6 @@ class ResidualCoder:
         low_side = sym[esc] == 0
         q[esc] = np.where(low_side, -(Q + 1) - (e1 - 1), (Q + 1) + (e1 - 1))
         return n
-
-
-def _mu_or_empty(mu):
-    return _NO_MU if mu is None else mu
 
 
 _NO_MU = np.zeros(0, np.int64)
@@ -256,10 +254,11 @@ def _sym_bounds(m, s, vmax):
 @numba.njit(cache=True)
 def _bucket_groups(buckets, mu, vmax, censored):
     """Unbounded voxels sorted by bucket (stable: step order within a bucket) as
-    ``(order, bucket of each group, end of each group in order)``, and the positions of the
-    bounded voxels (a bound cuts into the table's range) in step order."""
+    ``(order, bucket of each group, end of each group in order)``, then the positions of the
+    bounded voxels (a bound cuts into the table's range) in step order and their keys
+    ``(bucket * ALPHABET + lowest symbol) * ALPHABET + highest symbol``."""
     n = buckets.size
-    bounded = np.zeros(n, np.bool_)
+    key = np.full(n, -1, np.int64)  # -1: unbounded
     count = np.zeros(N_BUCKETS, np.int64)
     n_bounded = 0
     for i in range(n):
@@ -267,7 +266,7 @@ def _bucket_groups(buckets, mu, vmax, censored):
         if censored:
             slo, shi = _sym_bounds(mu[i], SHIFTS[b], vmax)
             if slo > 0 or shi < ALPHABET - 1:
-                bounded[i] = True
+                key[i] = (b * ALPHABET + slo) * ALPHABET + shi
                 n_bounded += 1
                 continue
         count[b] += 1
@@ -289,33 +288,31 @@ def _bucket_groups(buckets, mu, vmax, censored):
             g += 1
     order = np.empty(total, np.int64)
     positions = np.empty(n_bounded, np.int64)
+    keys = np.empty(n_bounded, np.int64)
     k = 0
     for i in range(n):
-        if bounded[i]:
+        if key[i] >= 0:
             positions[k] = i
+            keys[k] = key[i]
             k += 1
         else:
             b = buckets[i]
             order[next_slot[b]] = i
             next_slot[b] += 1
-    return order, group_bucket, group_end, positions
+    return order, group_bucket, group_end, positions, keys
 
 
 @numba.njit(cache=True)
-def _fold_groups(bounded, buckets, mu, vmax):
-    """Bounded voxels grouped by key (bucket, lowest, highest symbol).
+def _fold_groups(bounded, keys):
+    """Bounded voxels (positions ``bounded``, keys ``keys`` from _bucket_groups) grouped by key.
 
     Returns the keys shared by at least SHARED_FOLD voxels (ascending) with the end of each
     one's voxels in ``big_pos`` (step order within a key), then the other voxels in step order
     as positions, the distinct keys among them and each one's index into those keys."""
     n = bounded.size
-    b_ = np.empty(n, np.int64)
-    lo_ = np.empty(n, np.int64)
-    hi_ = np.empty(n, np.int64)
-    for k in range(n):
-        i = bounded[k]
-        b_[k] = buckets[i]
-        lo_[k], hi_[k] = _sym_bounds(mu[i], SHIFTS[b_[k]], vmax)
+    hi_ = keys % ALPHABET
+    lo_ = (keys // ALPHABET) % ALPHABET
+    b_ = keys // (ALPHABET * ALPHABET)
     # stable sort by (bucket, lowest, highest): three counting-sort passes, least significant first
     by_key = np.arange(n)
     by_key = _counting_pass(hi_, by_key, ALPHABET)
@@ -330,11 +327,9 @@ def _fold_groups(bounded, buckets, mu, vmax):
     n_big = n_big_keys = n_rest_keys = 0
     a = 0
     while a < n:
-        first = by_key[a]
-        key = (b_[first] * ALPHABET + lo_[first]) * ALPHABET + hi_[first]
+        key = keys[by_key[a]]
         e = a + 1
-        while e < n and (b_[by_key[e]] == b_[first] and lo_[by_key[e]] == lo_[first]
-                         and hi_[by_key[e]] == hi_[first]):
+        while e < n and keys[by_key[e]] == key:
             e += 1
         if e - a >= SHARED_FOLD:
             for j in range(a, e):
