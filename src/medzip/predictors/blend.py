@@ -33,13 +33,13 @@ import numba
 import numpy as np
 import zstandard
 
+from ..intlstm import gate_sums
 from ..intmath import solve_normal_equations
 from ..scheduling import PAD, PaddedGeometry
 from .bias import bias_update, new_statistics, store_corrected
 from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
 from .base import PredictorBase, ResidualChunk
 from .contexts import activity_bucket, residual_activity
-from ..intlstm import gate_sums
 from .lstm import N_FEATURES, LSTMPredictor, _step_outputs, voxel_features
 from .models import ModelFile
 from .padding import fit_known_plane
@@ -410,10 +410,10 @@ class _BlendLSTMChunk(_BlendChunk):
         mu, bucket = self.new_step(n)
         xh = np.empty((n, net.inputs + net.hidden), np.float32)
         u, self._base = self.network_inputs(vol, flat, zloc, self.h, xh)
-        _step_outputs(gate_sums(xh, lp.w_t), vol, flat, zloc, self.row, self.plane, self.vmax, self.h,
-                      self.c, net.b, net.shift, net.sig, net.tanh_g, net.tanh_c, net.head_w,
-                      net.head_b, net.head_shift, u, self._base, self.bc_sum, self.bc_cnt,
-                      p.bias_cancel, mu, bucket, self._ctx, self._corr)
+        _step_outputs(gate_sums(xh, lp.w_t), vol, flat, zloc, self.row, self.plane, self.vmax,
+                      self.h, self.c, net.b, net.shift, net.sig, net.tanh_g, net.tanh_c,
+                      net.head_w, net.head_b, net.head_shift, u, self._base, self.bc_sum,
+                      self.bc_cnt, p.bias_cancel, mu, bucket, self._ctx, self._corr)
         return mu, bucket
 
     def update(self, vol, flat, zloc, residual):
@@ -432,7 +432,7 @@ def _slot(f, row):
     slice, the voxel below in the next slice) is coded within 4 steps, before the voxel ERR_RING
     columns to the right (8 steps later) reuses the slot; columns left of the first one are read
     before anything is written there, and the one right of the last is skipped explicitly."""
-    return ((f // row) * ERR_RING + (f % row) % ERR_RING) * N_EXPERTS
+    return _slot_rc(f // row, f % row)
 
 
 @numba.njit(cache=True, inline="always")

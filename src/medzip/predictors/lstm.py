@@ -87,10 +87,11 @@ class _LSTMChunk(ResidualChunk):
         xh = np.empty((n, net.inputs + net.hidden), np.float32)
         _step_inputs(vol, self.res, flat, zloc, self.off3, self.p.ls.coef3, self.off2,
                      self.p.ls.coef2, self.row, self.plane, self.vmax, self.h, xh, u, self._mu_ls)
-        _step_outputs(gate_sums(xh, self.p.w_t), vol, flat, zloc, self.row, self.plane, self.vmax, self.h, self.c,
-                      net.b, net.shift, net.sig, net.tanh_g, net.tanh_c, net.head_w, net.head_b,
-                      net.head_shift, u, self._mu_ls, self.bc_sum, self.bc_cnt,
-                      self.p.bias_cancel, mu, bucket, self._ctx, self._corr)
+        _step_outputs(gate_sums(xh, self.p.w_t), vol, flat, zloc, self.row, self.plane,
+                      self.vmax, self.h, self.c, net.b, net.shift, net.sig, net.tanh_g,
+                      net.tanh_c, net.head_w, net.head_b, net.head_shift, u, self._mu_ls,
+                      self.bc_sum, self.bc_cnt, self.p.bias_cancel, mu, bucket, self._ctx,
+                      self._corr)
         return mu, bucket
 
     def update(self, vol, flat, zloc, residual):
