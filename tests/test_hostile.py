@@ -261,32 +261,33 @@ def test_fuzzed_archives_raise_only_medzip_errors(real, sparse):
     assert all(g < RSS_BUDGET for _, g in results)
 
 
-def _reseal(data: bytes, pick, rng: random.Random) -> bytes:
-    """Damage one section that ``pick(volume_header)`` names, keeping its CRC valid: the
-    decoder's own checks, not the CRC, must catch what follows."""
+def _with_section(data: bytes, pick, change) -> bytes:
+    """``data`` with the section that ``pick(volume_header)`` names replaced by
+    ``change(section bytes)``, appended to the body and sealed with a valid CRC: the decoder's
+    own checks, not the CRC, must catch what follows."""
     s = Stream.parse(data)
     ref = pick(s.header["volumes"][0])
-    body = bytearray(s.body)
-    start, end = ref["offset"], ref["offset"] + ref["length"]
-    if rng.random() < 0.2 and ref["length"] > 1:  # cut short: the tail moves to the end
-        end = start + rng.randrange(1, ref["length"])
-        ref["length"] = end - start
-    else:
-        for _ in range(rng.randint(1, 3)):
-            body[start + rng.randrange(end - start)] ^= 1 << rng.randrange(8)
-    ref["crc32"] = zlib.crc32(bytes(body[start:end])) & 0xFFFFFFFF
-    s.body = bytes(body)
+    new = change(s.section(ref))
+    ref.update(offset=len(s.body), length=len(new), crc32=zlib.crc32(new) & 0xFFFFFFFF)
+    s.body += new
     return s.build()
 
 
-def _forge_blend_values(data: bytes, rng: random.Random) -> bytes:
-    """Rewrite the zstd-packed part of a blend parameter block (docs/FORMAT.md 7.6: class
-    flags, thresholds, coefficients, previous-volume sets, mask shape and bits) with a value
-    made extreme or bytes flipped, packed again and sealed: the parser, not zstd, must refuse."""
+def _damaged(blob: bytes, rng: random.Random) -> bytes:
+    """Cut short (sometimes) or a few bits flipped."""
+    if rng.random() < 0.2 and len(blob) > 1:
+        return blob[:rng.randrange(1, len(blob))]
+    b = bytearray(blob)
+    for _ in range(rng.randint(1, 3)):
+        b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+    return bytes(b)
+
+
+def _forged_blend_values(blob: bytes, rng: random.Random) -> bytes:
+    """A blend parameter block whose zstd-packed part (docs/FORMAT.md 7.6: class flags,
+    thresholds, coefficients, previous-volume sets, mask shape and bits) has a value made
+    extreme or bytes flipped, then is packed again: the parser, not zstd, must refuse it."""
     import zstandard
-    s = Stream.parse(data)
-    ref = s.header["volumes"][0]["predictor_params"]
-    blob = s.body[ref["offset"]:ref["offset"] + ref["length"]]
     pos = 5 if blob[0] == 2 else 4
     (n_ls,) = struct.unpack_from("<H", blob, pos)
     cut = pos + 2 + n_ls
@@ -298,10 +299,7 @@ def _forge_blend_values(data: bytes, rng: random.Random) -> bytes:
         raw = raw[:rng.randrange(len(raw))] if rng.random() < 0.5 else raw + bytes(rng.randrange(1, 64))
     else:
         raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
-    new = blob[:cut] + zstandard.ZstdCompressor().compress(bytes(raw))
-    ref.update(offset=len(s.body), length=len(new), crc32=zlib.crc32(new) & 0xFFFFFFFF)
-    s.body += new
-    return s.build()
+    return blob[:cut] + zstandard.ZstdCompressor().compress(bytes(raw))
 
 
 def _fuzz_sections(data: bytes, original: np.ndarray, count: int, seed: int) -> dict:
@@ -311,12 +309,14 @@ def _fuzz_sections(data: bytes, original: np.ndarray, count: int, seed: int) -> 
     for k in range(count):
         t0 = time.perf_counter()
         if k % 3 == 0:
-            kind, blob = "parameter block", _reseal(data, lambda vh: vh["predictor_params"], rng)
+            kind, pick, change = "parameter block", lambda vh: vh["predictor_params"], _damaged
         elif k % 3 == 1:
-            kind, blob = "parameter values", _forge_blend_values(data, rng)
+            kind, pick, change = ("parameter values", lambda vh: vh["predictor_params"],
+                                  _forged_blend_values)
         else:
             i = rng.randrange(n_chunks)
-            kind, blob = "coded chunk", _reseal(data, lambda vh: vh["chunks"][i], rng)
+            kind, pick, change = "coded chunk", lambda vh: vh["chunks"][i], _damaged
+        blob = _with_section(data, pick, lambda section: change(section, rng))
         outcome = _outcome(blob, original)
         if time.perf_counter() - t0 > 20:
             outcome = "LEAK slow"
