@@ -9,7 +9,8 @@ Variants, all through the real coder (chunking as medzip.compress, parameter byt
   +blend-lstm  the network trained on the blend's residuals (medzip-blend-lstm) instead
   +previous    4-D series: the previous volume as context where the fit says it pays (blend v2);
                3-D volumes: = +blend-lstm
-  +mask        the padding / field-of-view mask where it pays (blend v2): today's default (level 5)
+  +mask        the padding / field-of-view mask where it pays (blend v2)
+  +wide        the 41-tap class sets where they pay (blend v3): today's default (level 5)
   lstm-0.1     the previous default (row LSTM on global LS, uncensored), for reference
 Volumes: every .npy in --data (default ../shared/data/volumes), or the names given.
 Usage: python benchmarks/ablation.py [--data DIR] [--model NAME|FILE] [--blend-model NAME|FILE]
@@ -33,8 +34,8 @@ from medzip.volume_codec import chunk_geometry, chunk_plan, code_chunk
 # validation volumes of the shipped medzip-lstm (docs/MODELS.md): never seen in training
 HELD_OUT = {"ct_head_invesalius_cranium", "mr_dwi_b0_dipy_S0_10slices", "mr_head_opendx_dxsamples"}
 COLUMNS = ["ls3d", "+censor", "+classes", "+blend", "+lstm", "+blend-lstm", "+previous", "+mask",
-           "lstm-0.1"]
-DEFAULT = COLUMNS.index("+mask")
+           "+wide", "lstm-0.1"]
+DEFAULT = COLUMNS.index("+wide")
 
 
 def coded_bits(pred, vol4) -> int:
@@ -55,10 +56,11 @@ def variants(vol4, model, blend_model):
     ls = LS3DPredictor.fit(vol4)
     censored = LS3DPredictor(ls.coef3, ls.coef2)
     censored.censored = True  # instance flag: the engine asks the coder to censor
-    default = BlendPredictor.fit(vol4, ls, lstm=blend_model)  # previous volume, mask: if they pay
-    blend = default.variant(lstm=None, temporal=False, known=None)
+    default = BlendPredictor.fit(vol4, ls, lstm=blend_model)  # each option where it pays
+    narrow = default.variant(wide=False)
+    blend = narrow.variant(lstm=None, temporal=False, known=None)
     return [ls, censored, blend.variant(experts=0b00010), blend, blend.variant(lstm=model),
-            blend.variant(lstm=blend_model), default.variant(known=None), default,
+            blend.variant(lstm=blend_model), narrow.variant(known=None), narrow, default,
             lstm_mod.LSTMPredictor(model, ls)]
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import medzip
-from medzip.predictors.blend import N_CLASSES, BlendPredictor
+from medzip.predictors.blend import N_CLASSES, N_WIDE, VERSION, WIDE_VERSION, BlendPredictor
 from medzip.predictors.ls3d import LS3DPredictor
 from medzip.training.data import mapped_volume
 from medzip.volume_codec import chunk_geometry, code_chunk
@@ -62,6 +62,50 @@ def test_blend_parameters_round_trip_and_reject_garbage(clipped):
         BlendPredictor.from_params(bytes(blob))
     with pytest.raises(ValueError):
         BlendPredictor.from_params(pred.params()[:-3])
+
+
+def test_wide_class_sets_round_trip_and_their_parameter_block_is_checked(clipped):
+    """Version 3: the classified LS on 41 taps from a chunk's third slice on. Forced on here (the
+    encoder turns it on where it pays): every tap must be decoded before the voxel that reads
+    it, which the round trip through the wavefront decoder checks."""
+    pred = BlendPredictor.fit(clipped)
+    assert pred.wcoef is not None and pred.wcoef.shape == (N_CLASSES, N_WIDE)
+    wide = pred.variant(wide=True)
+    assert wide.version == WIDE_VERSION and wide.variant(wide=False).version == VERSION
+    again = BlendPredictor.from_params(wide.params())
+    assert again.wide and again.params() == wide.params()
+    np.testing.assert_array_equal(again.wcoef, wide.wcoef)
+    vmax = int(clipped.max())
+    assert _bits(wide, clipped[0], vmax) != _bits(pred.variant(wide=False), clipped[0], vmax)
+    arr = clipped.reshape(clipped.shape[1:]).astype(np.uint16)
+    for workers in (1, 2):  # through the container, with the network on top
+        blob = medzip.compress(arr, level=9, workers=workers)
+        np.testing.assert_array_equal(medzip.decompress(blob, workers=workers), arr)
+    block = wide.params()
+    for forged in (bytes([2]) + block[1:],  # version 2 does not carry the wide sets
+                   block[:4] + bytes([block[4] & ~4]) + block[5:],  # version 3 without them
+                   block[:-5]):
+        with pytest.raises(ValueError):
+            BlendPredictor.from_params(forged)
+
+
+def test_wide_class_sets_are_chosen_where_they_pay():
+    """On real cine MR (the voxels of the blend3 golden crop) the encoder turns the wide sets on
+    and they pay, their parameter bytes included; on the bundled DWI b0 sample it leaves them
+    off (there they would not pay for their coefficients)."""
+    from conftest import GOLDEN
+
+    arr = medzip.decompress((GOLDEN / "blend3" / "mr_heart_10x64x64_u1.mzp").read_bytes())
+    vol4 = mapped_volume(arr).astype(np.int32)
+    pred = BlendPredictor.fit(vol4)
+    assert pred.wide
+    vmax = int(vol4.max())
+
+    def total(p):
+        return _bits(p, vol4[0], vmax) + 8 * len(p.params())
+
+    assert total(pred) < 0.99 * total(pred.variant(wide=False))
+    assert not BlendPredictor.fit(mapped_volume(sample_array()).astype(np.int32)).wide
 
 
 def test_damaged_blend_chunks_are_reported_as_corruption(clipped):

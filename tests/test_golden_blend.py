@@ -3,8 +3,9 @@
 
 * Every later medzip must decode them exactly (medzip-blend v1 streams: censored residual coding,
   classified least squares, blend of experts, row LSTM on top; v2: the same with a 4-D series'
-  previous volume as context). ``blend``: written with the medzip-lstm network (LS-trained);
-  ``blend2``: with medzip-blend-lstm (trained on the blend's residuals), v1 and v2 streams.
+  previous volume as context or a padding mask; v3: wide class sets). ``blend``: written with
+  the medzip-lstm network (LS-trained); ``blend2``: with medzip-blend-lstm (trained on the
+  blend's residuals), v1 and v2 streams; ``blend3``: the same network, a v3 stream.
 * Re-encoding today gives the same bytes (``test_ALARM_blend_encoder_output_changed``): the fit,
   the integer kernels, the model file and the censored coder are still the ones that wrote them.
   If a change is intended, bump ``blend.VERSION`` (old streams must keep decoding) and add files.
@@ -26,7 +27,7 @@ from medzip.container import Container
 from conftest import GOLDEN, comparable_header
 
 # golden folder -> whether today's encoder must reproduce its files (the ALARM)
-SETS = {"blend": False, "blend2": True}
+SETS = {"blend": False, "blend2": True, "blend3": True}
 MANIFESTS = {s: json.loads((GOLDEN / s / "manifest.json").read_text())["volumes"] for s in SETS}
 NAMES = [f"{s}/{name}" for s in SETS for name in sorted(MANIFESTS[s])]
 
@@ -43,9 +44,11 @@ def test_blend_golden_decodes_exactly(name):
     assert hashlib.sha256(data).hexdigest() == entry["mzp_sha256"]
     (vh,) = Container.parse(data).header["volumes"]
     assert vh["model"]["name"] == "medzip-blend"
-    # version 2 exactly where a series was coded with its previous volume or a padding mask sent
-    v2 = name.startswith("blend2/") and ("fmri4d" in name or "masked" in name)
-    assert vh["model"]["version"] == (2 if v2 else 1)
+    if "model_version" in entry:  # blend3 on: the version the writer recorded
+        assert vh["model"]["version"] == entry["model_version"]
+    else:  # version 2 exactly where a series was coded with its previous volume or a mask sent
+        v2 = name.startswith("blend2/") and ("fmri4d" in name or "masked" in name)
+        assert vh["model"]["version"] == (2 if v2 else 1)
     for workers in (1, 2):
         out = medzip.decompress(data, workers=workers)
         assert out.shape == tuple(entry["shape"]) and out.dtype.str == entry["dtype"]
@@ -75,7 +78,7 @@ def test_blend_stream_names_unknown_version_cleanly():
     (vh,) = Container.parse(data).header["volumes"]
     params = Container.parse(data).section(vh["predictor_params"], "predictor parameters")
     with pytest.raises(UnsupportedVersionError):
-        load_predictor({**vh["model"], "version": 3}, params)
+        load_predictor({**vh["model"], "version": 4}, params)
     with pytest.raises(ValueError):  # a v1 parameter block named version 2
         load_predictor({**vh["model"], "version": 2}, params)
 

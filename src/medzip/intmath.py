@@ -19,30 +19,52 @@ def log2_q3(a):
 
 
 def solve_normal_equations(ata: np.ndarray, atb: np.ndarray, ridge: float = 1e-6) -> list[float]:
-    """Solve (A^T A) c = A^T b with Gaussian elimination in Python floats.
+    """Solve (A^T A) c = A^T b with Gaussian elimination (partial pivoting) in float64.
 
     Deliberately not LAPACK: the encoder's fitted coefficients must not depend on which BLAS or
-    instruction set the machine has, so that encoding is reproducible byte for byte.
+    instruction set the machine has, so that encoding is reproducible byte for byte. The numba
+    kernel does the IEEE-754 basic operations in a fixed order (no fast-math, so no FMA
+    contraction or reassociation): the same result as the same loops in plain Python, which is
+    what this function was until the 47-tap class sets made the Python loops too slow.
     """
-    n = len(atb)
-    scale = [math.sqrt(float(ata[i, i])) or 1.0 for i in range(n)]
-    m = [[float(ata[i, j]) / (scale[i] * scale[j]) for j in range(n)] + [float(atb[i]) / scale[i]]
-         for i in range(n)]
+    return [float(v) for v in _eliminate(np.asarray(ata, np.int64), np.asarray(atb, np.int64),
+                                         float(ridge))]
+
+
+@numba.njit(cache=True)
+def _eliminate(ata, atb, ridge):
+    n = atb.size
+    scale = np.empty(n)
     for i in range(n):
-        m[i][i] += ridge
+        s = math.sqrt(float(ata[i, i]))
+        scale[i] = s if s != 0.0 else 1.0
+    m = np.empty((n, n + 1))
+    for i in range(n):
+        for j in range(n):
+            m[i, j] = float(ata[i, j]) / (scale[i] * scale[j])
+        m[i, n] = float(atb[i]) / scale[i]
+    for i in range(n):
+        m[i, i] += ridge
     for col in range(n):
-        piv = max(range(col, n), key=lambda r: abs(m[r][col]))
-        m[col], m[piv] = m[piv], m[col]
-        p = m[col][col]
+        piv = col  # the first row of largest magnitude
+        for r in range(col + 1, n):
+            if abs(m[r, col]) > abs(m[piv, col]):
+                piv = r
+        if piv != col:
+            for c in range(n + 1):
+                m[col, c], m[piv, c] = m[piv, c], m[col, c]
+        p = m[col, col]
         if abs(p) < 1e-12:
             continue
         for r in range(n):
-            if r != col and m[r][col] != 0.0:
-                f = m[r][col] / p
-                row, src = m[r], m[col]
+            if r != col and m[r, col] != 0.0:
+                f = m[r, col] / p
                 for c in range(col, n + 1):
-                    row[c] -= f * src[c]
-    return [(m[i][n] / m[i][i] if abs(m[i][i]) >= 1e-12 else 0.0) / scale[i] for i in range(n)]
+                    m[r, c] -= f * m[col, c]
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = (m[i, n] / m[i, i] if abs(m[i, i]) >= 1e-12 else 0.0) / scale[i]
+    return out
 
 
 def exact_gram(a: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,8 @@
     python tests/golden/make_golden.py --set blend2   # medzip-blend with medzip-blend-lstm:
                                                       # v1 streams and v2 (4-D series coded with
                                                       # the previous volume as context), once
+    python tests/golden/make_golden.py --set blend3   # a crop the encoder codes with wide
+                                                      # class sets (v3), once
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import medzip
+from medzip.container import Container
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[2] / "shared" / "data" / "volumes"
@@ -114,6 +117,16 @@ BLEND2_CASES = {
         lambda: _crop("mr_fmri_nitime_fmri1", slice(0, 6), slice(0, 6)),
         {"chunk_slices": 3, "level": 9}),
 }
+# medzip-blend v3 (wide class sets where they pay; the blend2 crops are still coded as there):
+# a cine MR crop, smooth data where they pay.
+BLEND3_CASES = {
+    "mr_heart_10x64x64_u1": (
+        "mr_heart_8bit_16frame_amijs [0:10, 40:104, 40:104] (genuine cine MR, ami.js, "
+        "Apache-2.0): wide class sets (version 3)",
+        lambda: _crop("mr_heart_8bit_16frame_amijs", slice(0, 10), slice(40, 104),
+                      slice(40, 104)),
+        {}),
+}
 # Format 2.0 (compressed header) and 1.2's fallback codecs, made once by the writer that
 # introduced them; their decode test is tests/test_golden_format2.py.
 FORMAT2_CASES = {
@@ -146,7 +159,8 @@ SETS = {"ls3d": (HERE, CASES, {"model": "ls3d"}),
         "lstm": (HERE / "lstm", LSTM_CASES, {"level": 5, "model": "medzip-lstm"}),
         "paper": (HERE / "paper", PAPER_CASES, {"model": "medzip-paper"}),
         "blend": (HERE / "blend", LSTM_CASES, {"level": 5}),
-        "blend2": (HERE / "blend2", BLEND2_CASES, {"level": 5, "fallback": False})}
+        "blend2": (HERE / "blend2", BLEND2_CASES, {"level": 5, "fallback": False}),
+        "blend3": (HERE / "blend3", BLEND3_CASES, {"level": 5, "fallback": False})}
 # Sets whose files are tagged with the model version that wrote them.
 MODEL_SETS = {"lstm": "medzip-lstm", "paper": "medzip-paper"}
 
@@ -219,6 +233,7 @@ def main() -> int:
             "mzp_sha256": hashlib.sha256(data).hexdigest(), "mzp_bytes": len(data),
             "format_version": medzip.inspect(data)["format_version"],
             "codec": medzip.inspect(data)["volumes"][0]["codec"],
+            "model_version": Container.parse(data).header["volumes"][0]["model"].get("version"),
         }
         print(f"{name}: {arr.shape} {arr.dtype.str} -> {len(data)} bytes")
     manifest = {"writer": f"medzip {medzip.__version__}", "volumes": entries}

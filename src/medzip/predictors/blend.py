@@ -20,8 +20,11 @@ CT (air at -1024 HU) and masked MR put many voxels.
 Version 2 adds two options, each used where the encoder found that it pays: for 4-D series the
 previous volume of the series as context (temporal.py: two more experts for every volume after
 the first), and a padding / field-of-view mask of pixels that sit at the floor in every slice
-(padding.py: those voxels are not coded at all). Streams with neither are written as version 1,
-byte for byte as before.
+(padding.py: those voxels are not coded at all). Version 3 adds a third, *wide* class sets: from
+a chunk's third slice on, the classified LS reads 41 taps (within two rows / columns in the
+slice and the previous slice, 3 x 3 in the one before) instead of 15; it pays on smooth data
+(CT, cine MR, templates) and is chosen per volume on the fit sample. Streams without it are
+written as version 1 or 2, byte for byte as before.
 
 Everything on the coding path is integer arithmetic in numba (no fast-math).
 """
@@ -48,8 +51,9 @@ from .temporal import N_T2, N_T3, fit_temporal, ref_offsets
 NAME = "medzip-blend"
 VERSION = 1  # written when the previous-volume context is off (3-D volumes, most DWI)
 TEMPORAL_VERSION = 2  # version 1 + previous-volume experts and/or a padding mask (flags)
-VERSIONS = (VERSION, TEMPORAL_VERSION)
-FLAG_TEMPORAL, FLAG_MASK = 1, 2
+WIDE_VERSION = 3  # version 2's layout with the wide class sets (flag 4) on
+VERSIONS = (VERSION, TEMPORAL_VERSION, WIDE_VERSION)
+FLAG_TEMPORAL, FLAG_MASK, FLAG_WIDE = 1, 2, 4
 MAX_MASK_PIXELS = 1 << 26  # a plane of up to 8192 x 8192
 N_BANDS = 4
 N_ACT = 3
@@ -66,6 +70,21 @@ GLOBAL_LS_EXPERTS = 0b0100001  # the global 3-D LS set and its previous-volume v
 # over the whole volume) the gain cannot pay for them and the class uses the global set.
 MIN_CLASS_VOXELS = 16384
 MAX_FIT_SAMPLES = 1 << 21
+# Wide class sets (version 2, FLAG_WIDE): the neighbours within two rows / columns in the slice
+# and in the previous slice, and 3 x 3 in the slice before, that the wavefront has decoded: with
+# lag 4 and slope 2 a voxel (dz, dy, dx) away is decoded earlier iff dx + 2 dy + 4 dz < 0.
+OFFS_WIDE = [(dz, dy, dx) for dz in (0, -1, -2) for dy in range(-2, 3) for dx in range(-2, 3)
+             if (dz > -2 or max(abs(dy), abs(dx)) <= 1) and dx + 2 * dy + 4 * dz < 0]
+N_WIDE = len(OFFS_WIDE) + 1  # taps + bias
+# a class's own wide set costs ~3x the bytes of a 16-coefficient one: it needs ~3x the voxels
+MIN_WIDE_VOXELS = MIN_CLASS_VOXELS * N_WIDE // (len(OFFS_3D) + 1)
+MAX_WIDE_SAMPLES = 1 << 19  # 47 x 47 products per sample: a quarter of the classes' sample
+# Used when the wide sets' absolute error on the fit sample is below this fraction of the
+# 15-tap class sets' (a margin for what the sample does not show) and the bits that buys, at
+# an eighth of what the error ratio alone would give (what the blend passed on of it on the dev
+# volumes: 13-25 %), pay for the coefficients at ~3 bytes each (zstd packs them to 2-3).
+WIDE_PAYS_NUM, WIDE_PAYS_DEN = 97, 100
+WIDE_COEF_BITS = 24
 ERR_CAP = 255  # expert errors are kept as uint8 (>> err_shift)
 ERR_RING = 8
 
@@ -77,7 +96,8 @@ class BlendPredictor(PredictorBase):
 
     def __init__(self, ls: LS3DPredictor, edges, athr, ccoef, bias_cancel: bool = True,
                  power: int = 3, experts: int = ALL_EXPERTS, lstm: ModelFile | None = None,
-                 tcoef=None, temporal: bool = False, known: np.ndarray | None = None):
+                 tcoef=None, temporal: bool = False, known: np.ndarray | None = None,
+                 wcoef=None, wide: bool = False):
         self.ls = ls
         self.edges = np.asarray(edges, np.int64)  # N_BANDS - 1 intensity band edges
         self.athr = np.asarray(athr, np.int64)  # N_ACT - 1 activity thresholds
@@ -92,7 +112,13 @@ class BlendPredictor(PredictorBase):
             raise ValueError("bad temporal coefficient sets")
         # pixels at the floor (0) in every slice: the engine does not code them (code_chunk)
         self.known_plane = None if known is None else np.asarray(known, bool)
-        self.version = TEMPORAL_VERSION if self.temporal or known is not None else VERSION
+        # wide class sets (N_CLASSES x N_WIDE), and whether this stream uses them
+        self.wcoef = None if wcoef is None else np.asarray(wcoef, np.int64)
+        self.wide = bool(wide) and self.wcoef is not None
+        if self.wcoef is not None and self.wcoef.shape != (N_CLASSES, N_WIDE):
+            raise ValueError("bad wide coefficient sets")
+        self.version = WIDE_VERSION if self.wide else \
+            TEMPORAL_VERSION if self.temporal or known is not None else VERSION
         # optional row LSTM that corrects the blend (mean and scale), as medzip-lstm corrects LS
         self.lstm = lstm
         if lstm is not None:
@@ -110,7 +136,7 @@ class BlendPredictor(PredictorBase):
         """The same fit with other coding options (levels 7-9 try a few)."""
         opts = dict(bias_cancel=self.bias_cancel, power=self.power, experts=self.experts,
                     lstm=self.lstm, tcoef=self.tcoef, temporal=self.temporal,
-                    known=self.known_plane)
+                    known=self.known_plane, wcoef=self.wcoef, wide=self.wide)
         opts.update(kw)
         return BlendPredictor(self.ls, self.edges, self.athr, self.ccoef, **opts)
 
@@ -119,6 +145,12 @@ class BlendPredictor(PredictorBase):
         parts = [self.edges, self.athr, self.ccoef[own].ravel()]
         if self.temporal:
             parts += list(self.tcoef)
+        masks = np.packbits(own).tobytes()
+        if self.wide:  # the most common set once, the classes that differ from it after
+            shared = _most_common_row(self.wcoef)
+            wown = np.array([not np.array_equal(c, shared) for c in self.wcoef], bool)
+            parts += [shared, self.wcoef[wown].ravel()]
+            masks += np.packbits(wown).tobytes()
         if self.known_plane is not None:
             parts.append(np.array(self.known_plane.shape, np.int64))
         body = np.concatenate(parts).astype("<i8").tobytes()
@@ -126,22 +158,24 @@ class BlendPredictor(PredictorBase):
             body += np.packbits(self.known_plane.ravel()).tobytes()
         experts = self.experts if self.temporal else self.experts & SPATIAL_EXPERTS
         head = struct.pack("<BBBB", self.version, int(self.bias_cancel), self.power, experts)
-        if self.version == TEMPORAL_VERSION:
+        if self.version != VERSION:
             head += struct.pack("<B", FLAG_TEMPORAL * self.temporal
-                                + FLAG_MASK * (self.known_plane is not None))
+                                + FLAG_MASK * (self.known_plane is not None)
+                                + FLAG_WIDE * self.wide)
         lsb = self.ls.params()
-        packed = zstandard.ZstdCompressor(level=19).compress(np.packbits(own).tobytes() + body)
+        packed = zstandard.ZstdCompressor(level=19).compress(masks + body)
         return head + struct.pack("<H", len(lsb)) + lsb + packed
 
     @classmethod
     def from_params(cls, blob: bytes, lstm: ModelFile | None = None) -> "BlendPredictor":
         version, bias, power, experts = struct.unpack_from("<BBBB", blob)
-        flags, pos = (struct.unpack_from("<B", blob, 4)[0], 5) if version == TEMPORAL_VERSION \
-            else (0, 4)
+        flags, pos = (struct.unpack_from("<B", blob, 4)[0], 5) if version != VERSION else (0, 4)
         temporal, masked = bool(flags & FLAG_TEMPORAL), bool(flags & FLAG_MASK)
+        wide = bool(flags & FLAG_WIDE)
         allowed = ALL_EXPERTS if temporal else SPATIAL_EXPERTS
         if version not in VERSIONS or bias > 1 or power not in (2, 3) \
-                or not 0 < experts <= allowed or flags > 3 or (version == 2 and not flags):
+                or not 0 < experts <= allowed or flags > 7 or (version == 2 and not 0 < flags < 4) \
+                or (version == WIDE_VERSION) != wide:
             raise ValueError("bad blend parameter block")
         (n_ls,) = struct.unpack_from("<H", blob, pos)
         ls = LS3DPredictor.from_params(blob[pos + 2:pos + 2 + n_ls])
@@ -151,17 +185,20 @@ class BlendPredictor(PredictorBase):
         except zstandard.ZstdError:
             raise ValueError("bad blend parameter block") from None
         n_mask = (N_CLASSES + 7) // 8
-        if len(raw) < n_mask:
+        n_masks = n_mask * (2 if wide else 1)
+        if len(raw) < n_masks:
             raise ValueError("bad blend parameter block")
         own = np.unpackbits(np.frombuffer(raw[:n_mask], np.uint8))[:N_CLASSES].astype(bool)
+        wown = np.unpackbits(np.frombuffer(raw[n_mask:n_masks], np.uint8))[:N_CLASSES].astype(bool)
         k = len(OFFS_3D) + 1
         n_cls = N_BANDS - 1 + N_ACT - 1 + k * int(own.sum())
         n_t = N_T3 + N_T2 if temporal else 0
-        n_body = n_cls + n_t + (2 if masked else 0)
-        if len(raw) < n_mask + 8 * n_body:
+        n_w = N_WIDE * (1 + int(wown.sum())) if wide else 0
+        n_body = n_cls + n_t + n_w + (2 if masked else 0)
+        if len(raw) < n_masks + 8 * n_body:
             raise ValueError("bad blend parameter block")
-        body = np.frombuffer(raw, "<i8", count=n_body, offset=n_mask).astype(np.int64)
-        rest = raw[n_mask + 8 * n_body:]
+        body = np.frombuffer(raw, "<i8", count=n_body, offset=n_masks).astype(np.int64)
+        rest = raw[n_masks + 8 * n_body:]
         known = None
         if masked:
             ny, nx = (int(v) for v in body[-2:])
@@ -176,8 +213,13 @@ class BlendPredictor(PredictorBase):
         ccoef = np.tile(ls.coef3, (N_CLASSES, 1))
         ccoef[own] = body[N_BANDS + N_ACT - 2:n_cls].reshape(-1, k)
         tcoef = (body[n_cls:n_cls + N_T3], body[n_cls + N_T3:n_cls + n_t]) if temporal else None
+        wcoef = None
+        if wide:
+            w0 = n_cls + n_t
+            wcoef = np.tile(body[w0:w0 + N_WIDE], (N_CLASSES, 1))
+            wcoef[wown] = body[w0 + N_WIDE:w0 + n_w].reshape(-1, N_WIDE)
         return cls(ls, edges, athr, ccoef, bool(bias), power, experts, lstm, tcoef, temporal,
-                   known)
+                   known, wcoef, wide)
 
     # -- encoder-side fit -------------------------------------------------------------------
     @classmethod
@@ -191,6 +233,10 @@ class BlendPredictor(PredictorBase):
             kw.setdefault("tcoef", fitted[:2])
             kw.setdefault("temporal", fitted[2])
         kw.setdefault("known", fit_known_plane(vol4))
+        fitted = _fit_wide_classes(vol4, ls, edges, athr, ccoef)
+        if fitted is not None:
+            kw.setdefault("wcoef", fitted[0])
+            kw.setdefault("wide", fitted[1])
         return cls(ls, edges, athr, ccoef, **kw)
 
     def start_chunk(self, geom: PaddedGeometry, vmax: int, ref: np.ndarray | None = None):
@@ -261,6 +307,86 @@ def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor):
         bias = int(round(sol[k] * (1 << FRAC) * (1 << shift)))
         out[c] = np.array(coef + [bias], np.int64)
     return edges, athr, out
+
+
+def _fit_wide_classes(vol4: np.ndarray, ls: LS3DPredictor, edges, athr, ccoef):
+    """``(wcoef, pays)``: per-class wide Q12 sets (a class without enough voxels gets the set
+    fitted on all of them) and whether they beat the 15-tap class sets on the fit sample; None
+    where no voxel has two slices above it. Exact integer sums: the same on every machine."""
+    t_, z_, y_, x_ = vol4.shape
+    planes = [(t, z) for t in range(t_) for z in range(2, z_)]
+    if not planes or y_ * x_ == 0:
+        return None
+    take = planes[:: max(1, len(planes) // 48)]
+    step = max(1, int(np.sqrt(len(take) * y_ * x_ / MAX_WIDE_SAMPLES)))
+    geom = PaddedGeometry(1, y_, x_, zpad=2)
+    offw = flat_offsets(OFFS_WIDE, geom)
+    k = len(OFFS_WIDE)
+    shift = max(0, int(vol4.max()).bit_length() - 16)
+    ata = np.zeros((N_CLASSES, k + 1, k + 1), np.int64)
+    atb = np.zeros((N_CLASSES, k + 1), np.int64)
+    flat = _sample_flat(y_, x_, step, geom)
+    for t, z in take:
+        _accumulate(_padded_stack(vol4, t, z), flat, geom.row, geom.plane, offw, edges, athr,
+                    shift, ata, atb)
+    if ata[:, k, k].sum() < 4 * (k + 1):
+        return None
+    scale = vol4.shape[0] * (vol4.shape[1] - 2) / len(take) * step * step
+    shared = _q12(solve_normal_equations(ata.sum(axis=0), atb.sum(axis=0)), shift)
+    wcoef = np.tile(shared, (N_CLASSES, 1))
+    for c in range(N_CLASSES):
+        if ata[c, k, k] * scale >= MIN_WIDE_VOXELS and ata[c, k, k] >= 4 * (k + 1):
+            wcoef[c] = _q12(solve_normal_equations(ata[c], atb[c]), shift)
+    err3 = errw = 0
+    off3 = flat_offsets(OFFS_3D, geom)
+    for t, z in take:
+        e3, ew = _class_errors(_padded_stack(vol4, t, z), flat, geom.row, geom.plane, edges,
+                               athr, off3, ccoef, offw, wcoef)
+        err3 += e3
+        errw += ew
+    own = sum(not np.array_equal(c, _most_common_row(wcoef)) for c in wcoef)
+    cost = WIDE_COEF_BITS * N_WIDE * (1 + own)
+    voxels = vol4.shape[0] * (vol4.shape[1] - 2) * vol4.shape[2] * vol4.shape[3]
+    # bits bought ~ voxels * log2(err3 / errw) / 8 ~ voxels * (err3 - errw) / (err3 ln 2) / 8,
+    # compared in integers (ln 2 as 693.1 / 1000) so the choice is the same on every machine
+    pays = errw * WIDE_PAYS_DEN < err3 * WIDE_PAYS_NUM \
+        and voxels * (err3 - errw) * 10000 > cost * err3 * 8 * 6931
+    return wcoef, pays
+
+
+def _q12(sol, shift: int) -> np.ndarray:
+    """Q12 taps and bias (in unshifted units) from a least-squares solution of shifted values."""
+    return np.array([int(round(v * (1 << FRAC))) for v in sol[:-1]]
+                    + [int(round(sol[-1] * (1 << FRAC) * (1 << shift)))], np.int64)
+
+
+def _padded_stack(vol4, t, z):
+    """Slices z-2..z of volume t with the in-plane padding of a chunk, flattened."""
+    _, _, y_, x_ = vol4.shape
+    stack = np.zeros((3, y_ + 4, x_ + 4), np.int64)
+    stack[:, 2:-2, 2:-2] = vol4[t, z - 2:z + 1]
+    return stack.ravel()
+
+
+@numba.njit(cache=True)
+def _class_errors(vol, flat, row, plane, edges, athr, off3, ccoef, offw, wcoef):
+    """Sum of |error| (Q4) of the 15-tap and of the wide class sets on sampled voxels."""
+    e3 = np.int64(0)
+    ew = np.int64(0)
+    for i in range(flat.size):
+        f = flat[i]
+        c = voxel_class(vol, f, row, plane, edges, athr)
+        x16 = 16 * vol[f]
+        e3 += abs(_lin_q4(vol, f, off3, ccoef[c]) - x16)
+        ew += abs(_lin_q4(vol, f, offw, wcoef[c]) - x16)
+    return e3, ew
+
+
+def _most_common_row(rows: np.ndarray) -> np.ndarray:
+    """The row that occurs most often (the first of those on a tie)."""
+    uniq, first, counts = np.unique(rows, axis=0, return_index=True, return_counts=True)
+    best = max(range(len(uniq)), key=lambda i: (counts[i], -first[i]))
+    return uniq[best]
 
 
 def _sample_flat(y_, x_, step, geom):
@@ -338,6 +464,8 @@ class _BlendChunk(ResidualChunk):
         self.off3 = flat_offsets(OFFS_3D, geom)
         self.off2 = flat_offsets(OFFS_2D, geom)
         self.offt = ref_offsets(geom.row)
+        self.offw = flat_offsets(OFFS_WIDE, geom)
+        self.wcoef = pred.wcoef if pred.wide else np.zeros((1, 1), np.int64)
         if pred.temporal and ref is not None:
             self.ref, self.ct3, self.ct2 = ref, pred.tcoef[0], pred.tcoef[1]
             self.experts = pred.experts
@@ -362,8 +490,8 @@ class _BlendChunk(ResidualChunk):
         _blend_predict(vol, self.ref, self.res, self.err, flat, zloc, self.off3, p.ls.coef3,
                        self.off2, p.ls.coef2, p.ccoef, p.edges, p.athr, self.offt, self.ct3,
                        self.ct2, self.row, self.plane, self.vmax, p.power, self.experts,
-                       p.bias_cancel, self.bc_sum, self.bc_cnt, mu, bucket, self._ctx,
-                       self._corr, self._pred)
+                       self.offw, self.wcoef, p.bias_cancel, self.bc_sum, self.bc_cnt, mu, bucket,
+                       self._ctx, self._corr, self._pred)
         return mu, bucket
 
     def update(self, vol, flat, zloc, residual):
@@ -384,7 +512,7 @@ class _BlendChunk(ResidualChunk):
         _blend_lstm_inputs(vol, self.ref, self.res, self.err, flat, zloc, self.off3, p.ls.coef3,
                            self.off2, p.ls.coef2, p.ccoef, p.edges, p.athr, self.offt, self.ct3,
                            self.ct2, self.row, self.plane, self.vmax, p.power, self.experts,
-                           hs, xh, u, base, self._pred)
+                           self.offw, self.wcoef, hs, xh, u, base, self._pred)
         return u, base
 
     def advance_experts(self, vol, flat) -> None:
@@ -471,11 +599,11 @@ def _med(w, n, nw):
 
 @numba.njit(cache=True, inline="always")
 def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt, ct3, ct2, row,
-               plane, vmax, power, experts, pred, e):
+               plane, vmax, power, experts, offw, wcoef, pred, e):
     """The experts' Q4 predictions (into ``pred``) and their error-weighted mean, in [0, vmax].
 
     ``ref`` (the previous volume, padded like ``vol``) is read only when ``experts`` has the
-    temporal bits set."""
+    temporal bits set; ``wcoef`` (wide class sets) only when it has more than one column."""
     ne = N_EXPERTS
     w = np.int64(vol[f - 1])
     n = np.int64(vol[f - row])
@@ -485,7 +613,10 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
     if z > 0:
         p0 = _lin_q4(vol, f, off3, c3)
         cls = voxel_class(vol, f, row, plane, edges, athr)
-        p1 = _lin_q4(vol, f, off3, ccoef[cls])
+        if z >= 2 and wcoef.shape[1] > 1:
+            p1 = _lin_q4(vol, f, offw, wcoef[cls])
+        else:
+            p1 = _lin_q4(vol, f, off3, ccoef[cls])
         pv = np.int64(vol[f - plane])
         p3 = 16 * pv + 8 * ((w - vol[f - plane - 1]) + (n - vol[f - plane - row]))
     else:
@@ -549,14 +680,14 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
 
 @numba.njit(cache=True)
 def _blend_predict(vol, ref, res, err, flat, zloc, off3, c3, off2, c2, ccoef, edges, athr, offt,
-                   ct3, ct2, row, plane, vmax, power, experts, bias_cancel, bc_sum, bc_cnt, mu_out,
-                   b_out, ctx_out, corr_out, pred_out):
+                   ct3, ct2, row, plane, vmax, power, experts, offw, wcoef, bias_cancel, bc_sum,
+                   bc_cnt, mu_out, b_out, ctx_out, corr_out, pred_out):
     e = np.empty(N_EXPERTS, np.int64)
     for i in range(flat.size):
         f = flat[i]
         z = zloc[i]
         mu = blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt, ct3,
-                        ct2, row, plane, vmax, power, experts, pred_out[i], e)
+                        ct2, row, plane, vmax, power, experts, offw, wcoef, pred_out[i], e)
         b = activity_bucket(residual_activity(res, f, z, row, plane))
         store_corrected(vol, f, z, row, plane, mu, b, vmax, bias_cancel, bc_sum, bc_cnt, i,
                         mu_out, b_out, ctx_out, corr_out)
@@ -564,8 +695,8 @@ def _blend_predict(vol, ref, res, err, flat, zloc, off3, c3, off2, c2, ccoef, ed
 
 @numba.njit(cache=True)
 def _blend_lstm_inputs(vol, ref, els, err, flat, zloc, off3, c3, off2, c2, ccoef, edges, athr,
-                       offt, ct3, ct2, row, plane, vmax, power, experts, hs, xh, u_out, base_out,
-                       pred_out):
+                       offt, ct3, ct2, row, plane, vmax, power, experts, offw, wcoef, hs, xh, u_out,
+                       base_out, pred_out):
     """As lstm._step_inputs, with the blend as the base prediction the network corrects."""
     n_in = xh.shape[1] - hs.shape[1]
     feats = np.empty(N_FEATURES, np.int64)
@@ -574,7 +705,7 @@ def _blend_lstm_inputs(vol, ref, els, err, flat, zloc, off3, c3, off2, c2, ccoef
         f = flat[i]
         z = zloc[i]
         base = blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt, ct3,
-                          ct2, row, plane, vmax, power, experts, pred_out[i], e)
+                          ct2, row, plane, vmax, power, experts, offw, wcoef, pred_out[i], e)
         u_out[i] = voxel_features(vol, els, f, z, base, row, plane, off3, vmax, feats)
         base_out[i] = base
         for k in range(n_in):

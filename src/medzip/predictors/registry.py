@@ -60,7 +60,7 @@ def _fit_blend(vol4: np.ndarray, level: int, network=None) -> list:
     """medzip-blend: the blend of experts as base, the shipped row LSTM on top, censored coding;
     a series uses its previous volumes where the fit says it pays. From SEARCH_LEVEL also
     without bias canceller, on the global LS base only (with its previous-volume set), without
-    the LSTM, and with the other previous-volume choice."""
+    the LSTM, and with the other previous-volume and wide-class-set choices."""
     first = BlendPredictor.fit(vol4, lstm=network or load_model(BLEND_NETWORK))
     out = [first]
     if level >= SEARCH_LEVEL:
@@ -69,6 +69,8 @@ def _fit_blend(vol4: np.ndarray, level: int, network=None) -> list:
                 first.variant(lstm=None)]  # the classical blend alone
         if first.tcoef is not None:  # a series: the encoder's guess may be wrong
             out.append(first.variant(temporal=not first.temporal))
+        if first.wcoef is not None:  # so may its guess about the wide class sets
+            out.append(first.variant(wide=not first.wide))
     return out
 
 
