@@ -70,11 +70,14 @@ GLOBAL_LS_EXPERTS = 0b0100001  # the global 3-D LS set and its previous-volume v
 # over the whole volume) the gain cannot pay for them and the class uses the global set.
 MIN_CLASS_VOXELS = 16384
 MAX_FIT_SAMPLES = 1 << 21
-# Wide class sets (version 2, FLAG_WIDE): the neighbours within two rows / columns in the slice
+# Wide class sets (version 3, FLAG_WIDE): the neighbours within two rows / columns in the slice
 # and in the previous slice, and 3 x 3 in the slice before, that the wavefront has decoded: with
 # lag 4 and slope 2 a voxel (dz, dy, dx) away is decoded earlier iff dx + 2 dy + 4 dz < 0.
-OFFS_WIDE = [(dz, dy, dx) for dz in (0, -1, -2) for dy in range(-2, 3) for dx in range(-2, 3)
-             if (dz > -2 or max(abs(dy), abs(dx)) <= 1) and dx + 2 * dy + 4 * dz < 0]
+# ls3d's 15 taps come first, in their order, so one pass over the neighbours serves every set.
+OFFS_WIDE = OFFS_3D + [
+    (dz, dy, dx) for dz in (0, -1, -2) for dy in range(-2, 3) for dx in range(-2, 3)
+    if (dz > -2 or max(abs(dy), abs(dx)) <= 1) and dx + 2 * dy + 4 * dz < 0
+    and (dz, dy, dx) not in OFFS_3D]
 N_WIDE = len(OFFS_WIDE) + 1  # taps + bias
 # a class's own wide set costs ~3x the bytes of a 16-coefficient one: it needs ~3x the voxels
 MIN_WIDE_VOXELS = MIN_CLASS_VOXELS * N_WIDE // (len(OFFS_3D) + 1)
@@ -296,6 +299,7 @@ def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor):
         pair = _padded_pair(vol4, t, z).ravel()
         flat = _sample_flat(y_, x_, step, geom)
         _accumulate(pair, flat, geom.row, geom.plane, off3, edges, athr, shift, ata, atb)
+    ata = _symmetric(ata)
     # voxels of the volume each sampled voxel stands for
     scale = vol4.shape[0] * (vol4.shape[1] - 1) / len(take) * step * step
     out = fallback.copy()
@@ -329,6 +333,7 @@ def _fit_wide_classes(vol4: np.ndarray, ls: LS3DPredictor, edges, athr, ccoef):
     for t, z in take:
         _accumulate(_padded_stack(vol4, t, z), flat, geom.row, geom.plane, offw, edges, athr,
                     shift, ata, atb)
+    ata = _symmetric(ata)
     if ata[:, k, k].sum() < 4 * (k + 1):
         return None
     scale = vol4.shape[0] * (vol4.shape[1] - 2) / len(take) * step * step
@@ -452,8 +457,14 @@ def _accumulate(vol, flat, row, plane, off3, edges, athr, shift, ata, atb):
         target = vol[f] >> shift
         for p in range(k + 1):
             atb[c, p] += a[p] * target
-            for q in range(k + 1):
+            for q in range(p, k + 1):  # the upper triangle: _symmetric fills the rest
                 ata[c, p, q] += a[p] * a[q]
+
+
+def _symmetric(ata: np.ndarray) -> np.ndarray:
+    """Per-class normal matrices from _accumulate's upper triangles."""
+    upper = np.triu(np.ones(ata.shape[1:], bool))
+    return np.where(upper, ata, ata.transpose(0, 2, 1))
 
 
 class _BlendChunk(ResidualChunk):
@@ -574,6 +585,12 @@ def _lin_q4(vol, f, off, c):
     acc = c[c.size - 1]
     for k in range(off.size):
         acc += c[k] * vol[f + off[k]]
+    return _q4(acc)
+
+
+@numba.njit(cache=True, inline="always")
+def _q4(acc):
+    """A Q12 linear prediction rounded to Q4."""
     return (acc + (1 << (FRAC - 5))) >> (FRAC - 4)
 
 
@@ -609,17 +626,33 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
     n = np.int64(vol[f - row])
     nw = np.int64(vol[f - row - 1])
     med = 16 * _med(w, n, nw)
-    p2 = _lin_q4(vol, f, off2, c2)
     if z > 0:
-        p0 = _lin_q4(vol, f, off3, c3)
         cls = voxel_class(vol, f, row, plane, edges, athr)
+        # the in-slice, global and class sets in one pass over the neighbours: off2 is the
+        # start of off3, off3 the start of offw (integer sums: the order does not matter)
         if z >= 2 and wcoef.shape[1] > 1:
-            p1 = _lin_q4(vol, f, offw, wcoef[cls])
+            cc, offc = wcoef[cls], offw
         else:
-            p1 = _lin_q4(vol, f, off3, ccoef[cls])
+            cc, offc = ccoef[cls], off3
+        a2 = c2[c2.size - 1]
+        a0 = c3[c3.size - 1]
+        a1 = cc[cc.size - 1]
+        for k in range(off2.size):
+            v = np.int64(vol[f + off2[k]])
+            a2 += c2[k] * v
+            a0 += c3[k] * v
+            a1 += cc[k] * v
+        for k in range(off2.size, off3.size):
+            v = np.int64(vol[f + off3[k]])
+            a0 += c3[k] * v
+            a1 += cc[k] * v
+        for k in range(off3.size, offc.size):
+            a1 += cc[k] * np.int64(vol[f + offc[k]])
+        p0, p1, p2 = _q4(a0), _q4(a1), _q4(a2)
         pv = np.int64(vol[f - plane])
         p3 = 16 * pv + 8 * ((w - vol[f - plane - 1]) + (n - vol[f - plane - row]))
     else:
+        p2 = _lin_q4(vol, f, off2, c2)
         p0 = p2
         p1 = p2
         p3 = med
