@@ -284,11 +284,11 @@ def _damaged(blob: bytes, rng: random.Random) -> bytes:
 
 
 def _forged_blend_values(blob: bytes, rng: random.Random) -> bytes:
-    """A blend parameter block whose zstd-packed part (docs/FORMAT.md 7.6: class flags,
-    thresholds, coefficients, previous-volume sets, mask shape and bits) has a value made
-    extreme or bytes flipped, then is packed again: the parser, not zstd, must refuse it."""
+    """A blend parameter block whose zstd-packed part (docs/FORMAT.md 7.6-7.7: class flags,
+    thresholds, coefficients, previous-volume sets, wide sets, mask shape and bits) has a value
+    made extreme or bytes flipped, then is packed again: the parser, not zstd, must refuse it."""
     import zstandard
-    pos = 5 if blob[0] == 2 else 4
+    pos = 4 if blob[0] == 1 else 5  # versions 2 and 3 carry a flags byte
     (n_ls,) = struct.unpack_from("<H", blob, pos)
     cut = pos + 2 + n_ls
     raw = bytearray(zstandard.ZstdDecompressor().decompress(blob[cut:]))
@@ -340,6 +340,22 @@ def test_fuzzed_blend_sections_raise_only_medzip_errors():
     status, value, growth = run_limited(_fuzz_sections, data, arr, 300, 3, timeout=600)
     assert status == "ok", value
     print("\nsection fuzz outcomes:", value["tally"], "RSS growth MiB:", growth >> 20)
+    leaks = {k: n for k, n in value["tally"].items() if k[1] not in ("exact", "corrupt", "refused")}
+    assert not leaks, leaks
+    assert growth < RSS_BUDGET
+
+
+def test_fuzzed_wide_blend_sections_raise_only_medzip_errors():
+    """The same for a version-3 stream (wide class sets: a second class mask and 42-coefficient
+    sets in the parameter block): the blend3 golden crop of real cine MR, in two chunks."""
+    from conftest import GOLDEN
+    arr = medzip.decompress((GOLDEN / "blend3" / "mr_heart_10x64x64_u1.mzp").read_bytes())
+    data = medzip.compress(arr, level=5, chunk_slices=5)
+    vh = Stream.parse(data).header["volumes"][0]
+    assert vh["model"]["name"] == "medzip-blend" and vh["model"]["version"] == 3
+    status, value, growth = run_limited(_fuzz_sections, data, arr, 150, 4, timeout=600)
+    assert status == "ok", value
+    print("\nwide section fuzz outcomes:", value["tally"], "RSS growth MiB:", growth >> 20)
     leaks = {k: n for k, n in value["tally"].items() if k[1] not in ("exact", "corrupt", "refused")}
     assert not leaks, leaks
     assert growth < RSS_BUDGET
