@@ -81,7 +81,7 @@ OFFS_WIDE = OFFS_3D + [
 N_WIDE = len(OFFS_WIDE) + 1  # taps + bias
 # a class's own wide set costs ~3x the bytes of a 16-coefficient one: it needs ~3x the voxels
 MIN_WIDE_VOXELS = MIN_CLASS_VOXELS * N_WIDE // (len(OFFS_3D) + 1)
-MAX_WIDE_SAMPLES = 1 << 19  # 47 x 47 products per sample: a quarter of the classes' sample
+MAX_WIDE_SAMPLES = 1 << 18  # 42 x 43 / 2 products per sample: an eighth of the classes' sample
 # Used when the wide sets' absolute error on the fit sample is below this fraction of the
 # 15-tap class sets' (a margin for what the sample does not show) and the bits that buys, at
 # an eighth of what the error ratio alone would give (what the blend passed on of it on the dev
@@ -322,7 +322,7 @@ def _fit_wide_classes(vol4: np.ndarray, ls: LS3DPredictor, edges, athr, ccoef):
     if not planes or y_ * x_ == 0:
         return None
     take = planes[:: max(1, len(planes) // 48)]
-    step = max(1, int(np.sqrt(len(take) * y_ * x_ / MAX_WIDE_SAMPLES)))
+    step = max(1, int(np.ceil(np.sqrt(len(take) * y_ * x_ / MAX_WIDE_SAMPLES))))  # at most that
     geom = PaddedGeometry(1, y_, x_, zpad=2)
     offw = flat_offsets(OFFS_WIDE, geom)
     k = len(OFFS_WIDE)
@@ -349,7 +349,8 @@ def _fit_wide_classes(vol4: np.ndarray, ls: LS3DPredictor, edges, athr, ccoef):
                                athr, off3, ccoef, offw, wcoef)
         err3 += e3
         errw += ew
-    own = sum(not np.array_equal(c, _most_common_row(wcoef)) for c in wcoef)
+    shared = _most_common_row(wcoef)
+    own = sum(not np.array_equal(c, shared) for c in wcoef)
     cost = WIDE_COEF_BITS * N_WIDE * (1 + own)
     voxels = vol4.shape[0] * (vol4.shape[1] - 2) * vol4.shape[2] * vol4.shape[3]
     # bits bought ~ voxels * log2(err3 / errw) / 8 ~ voxels * (err3 - errw) / (err3 ln 2) / 8,
