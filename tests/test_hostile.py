@@ -324,6 +324,17 @@ def _fuzz_sections(data: bytes, original: np.ndarray, count: int, seed: int) -> 
     return {"tally": tally}
 
 
+def _assert_sections_fuzz_cleanly(data: bytes, arr: np.ndarray, count: int, seed: int) -> None:
+    """``count`` damaged sections of ``data`` (in a memory-limited child): only exact output or
+    a one-line MedzipError, and bounded memory growth."""
+    status, value, growth = run_limited(_fuzz_sections, data, arr, count, seed, timeout=600)
+    assert status == "ok", value
+    print("\nsection fuzz outcomes:", value["tally"], "RSS growth MiB:", growth >> 20)
+    leaks = {k: n for k, n in value["tally"].items() if k[1] not in ("exact", "corrupt", "refused")}
+    assert not leaks, leaks
+    assert growth < RSS_BUDGET
+
+
 def test_fuzzed_blend_sections_raise_only_medzip_errors():
     """The default model's per-volume parameter block (LS sets, class coefficients, the
     version-2 flags, previous-volume coefficients and the packed padding mask) and its coded
@@ -337,12 +348,7 @@ def test_fuzzed_blend_sections_raise_only_medzip_errors():
     data = medzip.compress(arr, level=5, chunk_slices=2)
     vh = Stream.parse(data).header["volumes"][0]
     assert vh["model"]["name"] == "medzip-blend" and vh["model"]["version"] == 2
-    status, value, growth = run_limited(_fuzz_sections, data, arr, 300, 3, timeout=600)
-    assert status == "ok", value
-    print("\nsection fuzz outcomes:", value["tally"], "RSS growth MiB:", growth >> 20)
-    leaks = {k: n for k, n in value["tally"].items() if k[1] not in ("exact", "corrupt", "refused")}
-    assert not leaks, leaks
-    assert growth < RSS_BUDGET
+    _assert_sections_fuzz_cleanly(data, arr, 300, seed=3)
 
 
 def test_fuzzed_wide_blend_sections_raise_only_medzip_errors():
@@ -353,9 +359,4 @@ def test_fuzzed_wide_blend_sections_raise_only_medzip_errors():
     data = medzip.compress(arr, level=5, chunk_slices=5)
     vh = Stream.parse(data).header["volumes"][0]
     assert vh["model"]["name"] == "medzip-blend" and vh["model"]["version"] == 3
-    status, value, growth = run_limited(_fuzz_sections, data, arr, 150, 4, timeout=600)
-    assert status == "ok", value
-    print("\nwide section fuzz outcomes:", value["tally"], "RSS growth MiB:", growth >> 20)
-    leaks = {k: n for k, n in value["tally"].items() if k[1] not in ("exact", "corrupt", "refused")}
-    assert not leaks, leaks
-    assert growth < RSS_BUDGET
+    _assert_sections_fuzz_cleanly(data, arr, 150, seed=4)

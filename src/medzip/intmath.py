@@ -25,7 +25,8 @@ def solve_normal_equations(ata: np.ndarray, atb: np.ndarray, ridge: float = 1e-6
     instruction set the machine has, so that encoding is reproducible byte for byte. The numba
     kernel does the IEEE-754 basic operations in a fixed order (no fast-math, so no FMA
     contraction or reassociation): the same result as the same loops in plain Python, which is
-    what this function was until the 47-tap class sets made the Python loops too slow.
+    what this function was until the 42-coefficient wide class sets made the Python loops
+    too slow.
     """
     return [float(v) for v in _eliminate(np.asarray(ata, np.int64), np.asarray(atb, np.int64),
                                          float(ridge))]

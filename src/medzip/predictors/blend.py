@@ -37,10 +37,9 @@ import numpy as np
 import zstandard
 
 from ..intlstm import gate_sums
-from ..intmath import solve_normal_equations
 from ..scheduling import PAD, PaddedGeometry
 from .bias import bias_update, new_statistics, store_corrected
-from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
+from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, fit_coefficients, flat_offsets
 from .base import PredictorBase, ResidualChunk
 from .contexts import activity_bucket, residual_activity
 from .lstm import N_FEATURES, LSTMPredictor, _step_outputs, voxel_features
@@ -258,12 +257,12 @@ def _sample_planes(vol4: np.ndarray):
     return take, step
 
 
-def _padded_pair(vol4, t, z):
+def _padded_slices(vol4, t, z, depth):
+    """Slices z-depth+1..z of volume t with the in-plane padding of a chunk, flattened."""
     _, _, y_, x_ = vol4.shape
-    pair = np.zeros((2, y_ + 4, x_ + 4), np.int64)
-    pair[1, 2:-2, 2:-2] = vol4[t, z]
-    pair[0, 2:-2, 2:-2] = vol4[t, z - 1]
-    return pair
+    stack = np.zeros((depth, y_ + 4, x_ + 4), np.int64)
+    stack[:, 2:-2, 2:-2] = vol4[t, z - depth + 1:z + 1]
+    return stack.ravel()
 
 
 def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor):
@@ -280,7 +279,7 @@ def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor):
     # (W + N) / 2 <= vmax and the activity <= 6 vmax: int32 holds them below 2**28
     narrow = np.int32 if int(vol4.max()) < (1 << 28) else np.int64
     for t, z in take:
-        pair = _padded_pair(vol4, t, z).ravel()
+        pair = _padded_slices(vol4, t, z, 2)
         flat = _sample_flat(y_, x_, step, geom)
         m = np.empty(flat.size, np.int64)
         a = np.empty(flat.size, np.int64)
@@ -296,7 +295,7 @@ def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor):
     ata = np.zeros((N_CLASSES, k + 1, k + 1), np.int64)
     atb = np.zeros((N_CLASSES, k + 1), np.int64)
     for t, z in take:
-        pair = _padded_pair(vol4, t, z).ravel()
+        pair = _padded_slices(vol4, t, z, 2)
         flat = _sample_flat(y_, x_, step, geom)
         _accumulate(pair, flat, geom.row, geom.plane, off3, edges, athr, shift, ata, atb)
     ata = _symmetric(ata)
@@ -306,10 +305,7 @@ def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor):
     for c in range(N_CLASSES):
         if ata[c, k, k] * scale < MIN_CLASS_VOXELS or ata[c, k, k] < 4 * (k + 1):
             continue
-        sol = solve_normal_equations(ata[c], atb[c])
-        coef = [int(round(v * (1 << FRAC))) for v in sol[:k]]
-        bias = int(round(sol[k] * (1 << FRAC) * (1 << shift)))
-        out[c] = np.array(coef + [bias], np.int64)
+        out[c] = fit_coefficients(ata[c], atb[c], shift)
     return edges, athr, out
 
 
@@ -331,21 +327,21 @@ def _fit_wide_classes(vol4: np.ndarray, ls: LS3DPredictor, edges, athr, ccoef):
     atb = np.zeros((N_CLASSES, k + 1), np.int64)
     flat = _sample_flat(y_, x_, step, geom)
     for t, z in take:
-        _accumulate(_padded_stack(vol4, t, z), flat, geom.row, geom.plane, offw, edges, athr,
+        _accumulate(_padded_slices(vol4, t, z, 3), flat, geom.row, geom.plane, offw, edges, athr,
                     shift, ata, atb)
     ata = _symmetric(ata)
     if ata[:, k, k].sum() < 4 * (k + 1):
         return None
     scale = vol4.shape[0] * (vol4.shape[1] - 2) / len(take) * step * step
-    shared = _q12(solve_normal_equations(ata.sum(axis=0), atb.sum(axis=0)), shift)
+    shared = fit_coefficients(ata.sum(axis=0), atb.sum(axis=0), shift)
     wcoef = np.tile(shared, (N_CLASSES, 1))
     for c in range(N_CLASSES):
         if ata[c, k, k] * scale >= MIN_WIDE_VOXELS and ata[c, k, k] >= 4 * (k + 1):
-            wcoef[c] = _q12(solve_normal_equations(ata[c], atb[c]), shift)
+            wcoef[c] = fit_coefficients(ata[c], atb[c], shift)
     err3 = errw = 0
     off3 = flat_offsets(OFFS_3D, geom)
     for t, z in take:
-        e3, ew = _class_errors(_padded_stack(vol4, t, z), flat, geom.row, geom.plane, edges,
+        e3, ew = _class_errors(_padded_slices(vol4, t, z, 3), flat, geom.row, geom.plane, edges,
                                athr, off3, ccoef, offw, wcoef)
         err3 += e3
         errw += ew
@@ -358,20 +354,6 @@ def _fit_wide_classes(vol4: np.ndarray, ls: LS3DPredictor, edges, athr, ccoef):
     pays = errw * WIDE_PAYS_DEN < err3 * WIDE_PAYS_NUM \
         and voxels * (err3 - errw) * 10000 > cost * err3 * 8 * 6931
     return wcoef, pays
-
-
-def _q12(sol, shift: int) -> np.ndarray:
-    """Q12 taps and bias (in unshifted units) from a least-squares solution of shifted values."""
-    return np.array([int(round(v * (1 << FRAC))) for v in sol[:-1]]
-                    + [int(round(sol[-1] * (1 << FRAC) * (1 << shift)))], np.int64)
-
-
-def _padded_stack(vol4, t, z):
-    """Slices z-2..z of volume t with the in-plane padding of a chunk, flattened."""
-    _, _, y_, x_ = vol4.shape
-    stack = np.zeros((3, y_ + 4, x_ + 4), np.int64)
-    stack[:, 2:-2, 2:-2] = vol4[t, z - 2:z + 1]
-    return stack.ravel()
 
 
 @numba.njit(cache=True)
@@ -603,7 +585,7 @@ def _lin_q4_temporal(vol, ref, f, off, offt, c):
         acc += c[k] * vol[f + off[k]]
     for k in range(offt.size):
         acc += c[off.size + k] * ref[f + offt[k]]
-    return (acc + (1 << (FRAC - 5))) >> (FRAC - 4)
+    return _q4(acc)
 
 
 @numba.njit(cache=True, inline="always")

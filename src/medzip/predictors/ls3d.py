@@ -90,10 +90,15 @@ def _fit(vol4: np.ndarray, offsets, need_prev: bool) -> np.ndarray:
         atb += h
     if ata[k, k] == 0:
         return _identity_coefficients(k)
+    return fit_coefficients(ata, atb, shift)
+
+
+def fit_coefficients(ata: np.ndarray, atb: np.ndarray, shift: int) -> np.ndarray:
+    """Q12 taps and bias (bias in unshifted units) solving normal equations of values that were
+    shifted right by ``shift`` (every least-squares fit of the predictors ends here)."""
     sol = solve_normal_equations(ata, atb)
-    coef = [int(round(c * (1 << FRAC))) for c in sol[:k]]
-    bias = int(round(sol[k] * (1 << FRAC) * (1 << shift)))
-    return np.array(coef + [bias], np.int64)
+    coef = [int(round(c * (1 << FRAC))) for c in sol[:-1]]
+    return np.array(coef + [int(round(sol[-1] * (1 << FRAC) * (1 << shift)))], np.int64)
 
 
 def _identity_coefficients(k: int) -> np.ndarray:

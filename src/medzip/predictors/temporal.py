@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..intmath import exact_gram, solve_normal_equations
-from .ls3d import FRAC, FIT_PLANES, MAX_FIT_SAMPLES, OFFS_2D, OFFS_3D
+from ..intmath import exact_gram
+from .ls3d import FRAC, FIT_PLANES, MAX_FIT_SAMPLES, OFFS_2D, OFFS_3D, fit_coefficients
 
 # Taps in the previous volume, same slice: (dy, dx).
 OFFS_T = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
@@ -79,8 +79,8 @@ def fit_temporal(vol4: np.ndarray, coef3: np.ndarray):
             rows3.append((a3, target))
     if not rows3:
         return None
-    ct3 = _solve(*sys3, shift)
-    ct2 = _solve(*sys2, shift)
+    ct3 = fit_coefficients(*sys3, shift)
+    ct2 = fit_coefficients(*sys2, shift)
     # the same sample, with the coefficients as coded (shifted values: bias shifted back)
     k = len(OFFS_3D)
     spatial = np.concatenate([coef3[:k], np.zeros(len(OFFS_T), np.int64), [coef3[k] >> shift]])
@@ -91,8 +91,3 @@ def fit_temporal(vol4: np.ndarray, coef3: np.ndarray):
         err_t += int(np.abs(((a3 @ temporal + (1 << (FRAC - 1))) >> FRAC) - target).sum())
     return ct3, ct2, err_t * PAYS_DEN < err_s * PAYS_NUM
 
-
-def _solve(ata: np.ndarray, atb: np.ndarray, shift: int) -> np.ndarray:
-    sol = solve_normal_equations(ata, atb)
-    coef = [int(round(c * (1 << FRAC))) for c in sol[:-1]]
-    return np.array(coef + [int(round(sol[-1] * (1 << FRAC) * (1 << shift)))], np.int64)
