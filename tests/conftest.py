@@ -86,6 +86,22 @@ def nifti_stored(path: Path) -> np.ndarray:
     return np.ascontiguousarray(raw.T)
 
 
+EXAMPLE4D = _nibabel_test_file("example4d.nii.gz")
+
+
+def example4d_masked_corner() -> np.ndarray:
+    """Volume 0 of nibabel's real EPI, a corner of the head: the scanner's mask leaves a
+    region at 0 in every slice. (8, 40, 48) int16."""
+    return np.ascontiguousarray(nifti_stored(EXAMPLE4D)[0, 8:16, 0:40, 0:48])
+
+
+def example4d_head_series() -> np.ndarray:
+    """Both volumes of nibabel's real 4-D EPI, cropped to the head: (2, 8, 48, 64) int16."""
+    arr = nifti_stored(EXAMPLE4D)
+    assert arr.ndim == 4 and arr.shape[0] == 2
+    return np.ascontiguousarray(arr[:, 8:16, 24:72, 32:96])
+
+
 def dicom_words(path: Path) -> np.ndarray:
     """The raw PixelData words of an uncompressed single-sample DICOM file: (frames, rows, cols)."""
     import pydicom

@@ -12,19 +12,16 @@ from medzip.predictors.padding import fit_known_plane
 from medzip.training.data import mapped_volume
 from medzip.volume_codec import chunk_geometry, code_chunk
 
-from conftest import _nibabel_test_file, nifti_stored
-from test_determinism import ENVIRONMENTS, check_environment
+from conftest import EXAMPLE4D, example4d_masked_corner
 
-EXAMPLE4D = _nibabel_test_file("example4d.nii.gz")
 pytestmark = pytest.mark.skipif(EXAMPLE4D is None, reason="nibabel's example4d.nii.gz is missing")
 
 
 @pytest.fixture(scope="module")
 def masked():
-    """Volume 0 of nibabel's real EPI, a corner of the head: the scanner's mask leaves a
-    region at 0 in every slice. (8, 40, 48) int16."""
-    arr = nifti_stored(EXAMPLE4D)
-    return np.ascontiguousarray(arr[0, 8:16, 0:40, 0:48])
+    """(8, 40, 48) int16 of real EPI with a region at 0 in every slice (conftest); its
+    environment variations run in test_determinism.py with the other streams."""
+    return example4d_masked_corner()
 
 
 def _bits(pred, vol3, vmax):
@@ -84,7 +81,3 @@ def test_forged_mask_blocks_are_refused(masked, monkeypatch):
     with pytest.raises(CorruptStreamError, match="padding mask"):
         medzip.decompress(stream)
 
-
-@pytest.mark.parametrize("env_name", sorted(ENVIRONMENTS))
-def test_masked_stream_same_bytes_and_voxels_under_environment(masked, env_name, tmp_path):
-    check_environment(masked, 5, env_name, tmp_path)

@@ -14,19 +14,16 @@ from medzip.predictors.blend import (SPATIAL_EXPERTS, TEMPORAL_EXPERTS, TEMPORAL
 from medzip.training.data import mapped_volume
 from medzip.volume_codec import _decode_stacks, chunk_geometry, code_chunk
 
-from conftest import _nibabel_test_file, nifti_stored
-from test_determinism import ENVIRONMENTS, check_environment
+from conftest import EXAMPLE4D, example4d_head_series
 
-EXAMPLE4D = _nibabel_test_file("example4d.nii.gz")
 pytestmark = pytest.mark.skipif(EXAMPLE4D is None, reason="nibabel's example4d.nii.gz is missing")
 
 
 @pytest.fixture(scope="module")
 def fmri():
-    """Both volumes of nibabel's real 4-D EPI, cropped to the head: (2, 8, 48, 64) int16."""
-    arr = nifti_stored(EXAMPLE4D)
-    assert arr.ndim == 4 and arr.shape[0] == 2
-    return np.ascontiguousarray(arr[:, 8:16, 24:72, 32:96])
+    """(2, 8, 48, 64) int16 of real fMRI (conftest); its environment variations run in
+    test_determinism.py with the other streams."""
+    return example4d_head_series()
 
 
 def _chunk_bits(pred, vol4, t, vmax):
@@ -78,11 +75,6 @@ def test_series_round_trip_workers_slabs_and_partial_decode(fmri, level):
     for start, stop in [(0, 8), (2, 7), (4, 5), (6, 6)]:
         np.testing.assert_array_equal(medzip.decompress(blob, slices=(start, stop), workers=2),
                                       fmri[:, start:stop])
-
-
-@pytest.mark.parametrize("env_name", sorted(ENVIRONMENTS))
-def test_series_same_bytes_and_voxels_under_environment(fmri, env_name, tmp_path):
-    check_environment(fmri, 5, env_name, tmp_path)
 
 
 def test_misaligned_slabs_of_a_temporal_stream_are_refused():
