@@ -212,28 +212,34 @@ def test_gate_sums_are_exact_integers():
     assert intlstm._blas_is_exact()  # IEEE single precision here: the BLAS path is the one used
 
 
-def test_shared_divisor_floor_division_is_exact():
-    """intmath.floor_div_shared (the features' division by the local scale) equals ``//`` for
-    negative, small, near-2**52 and huge numerators and small to 2**31 divisors."""
+def test_clipped_floor_division_is_exact():
+    """intmath.floor_div_clip (the network features' division by the local scale, clipped to
+    int8, and the blend weights' ratios) equals clipped ``//`` for numerators just below, at
+    and above every multiple of the divisor in range, random and extreme numerators, and
+    divisors from 1 to beyond 2**40 (where it divides in integers)."""
     import numba
 
-    from medzip.intmath import floor_div_shared
+    from medzip.intmath import floor_div_clip
 
     @numba.njit
-    def mismatches(xs, ds):
+    def mismatches(xs, ds, lim):
         bad = 0
         for d in ds:
-            inv = 1.0 / d
             for x in xs:
-                bad += floor_div_shared(x, d, inv) != x // d
+                bad += floor_div_clip(x, d, float(d), lim) != min(max(x // d, -lim), lim)
+            for n in range(-lim - 2, lim + 3):  # the quotients that could round across
+                for x in (n * d - 1, n * d, n * d + 1):
+                    bad += floor_div_clip(x, d, float(d), lim) != min(max(x // d, -lim), lim)
         return bad
 
     rng = np.random.default_rng(0)
-    xs = np.concatenate([np.arange(-3000, 3000), rng.integers(-2**40, 2**40, 5000),
-                         rng.integers(-2**62, 2**62, 500),
+    xs = np.concatenate([np.arange(-3000, 3000), rng.integers(-2**40, 2**40, 3000),
+                         rng.integers(-2**62, 2**62, 300),
                          [2**52 - 1, -(2**52) + 1, 2**52, -(2**52), 2**63 - 1, -(2**63)]])
-    ds = np.concatenate([np.arange(1, 200), rng.integers(1, 2**31, 50)])
-    assert mismatches(xs.astype(np.int64), ds.astype(np.int64)) == 0
+    ds = np.concatenate([np.arange(1, 120), rng.integers(1, 2**33, 30),
+                         [2**40 - 1, 2**40, 2**41 + 3]])
+    for lim in (127, 1024):
+        assert mismatches(xs.astype(np.int64), ds.astype(np.int64), lim) == 0
 
 
 def _python_normal_equations(ata, atb, ridge=1e-6):

@@ -85,19 +85,21 @@ def exact_gram(a: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 @numba.njit(cache=True, inline="always")
-def floor_div_shared(x, d, inv):
-    """``x // d`` (floor) for an int64 x and a divisor d >= 1 shared by several numerators,
-    ``inv = 1.0 / d`` computed once: a multiply and an integer check instead of a division.
+def floor_div_clip(x, d, df, lim):
+    """``min(max(x // d, -lim), lim)`` (floor division) for an int64 x, an integer divisor
+    ``d >= 1`` passed also as ``df = float(d)``, and ``1 <= lim <= 1024``: one float division
+    where the callers (network features clipped to int8, blend weights <= 1024) had an integer
+    division or a reciprocal and two corrections.
 
-    Exact: for |x| < 2**52 the product ``x * inv`` is within a relative 2**-52 of x / d, i.e.
-    less than 1 away, so its floor is off by at most one, and the two integer comparisons
-    (products bounded by |x| + d, no overflow) correct that. Larger |x| divide directly.
+    Exact: clamped first to +-lim*d (which leaves the clipped quotient unchanged), the numerator
+    is below 2**51 in magnitude and a float64 integer; the true quotient t lies in [-lim, lim]
+    and, when it is not an integer, at least 1/d away from one, while the correctly rounded
+    quotient is within |t| * 2**-53 <= lim * 2**-53 < 1/d of t (as lim * d < 2**51). So rounding
+    never reaches the next integer and its floor is the integer floor. Divisors of 2**40 and
+    more (not reached by the callers) divide in integers.
     """
-    if x >= (np.int64(1) << 52) or x <= -(np.int64(1) << 52):  # (abs() overflows at -2**63)
-        return x // d
-    q = np.int64(math.floor(x * inv))
-    if q * d > x:
-        q -= 1
-    elif (q + 1) * d <= x:
-        q += 1
-    return q
+    if d >= (np.int64(1) << 40):
+        return min(max(x // d, -lim), lim)
+    bound = lim * d
+    xc = min(max(x, -bound), bound)
+    return np.int64(math.floor(float(xc) / df))

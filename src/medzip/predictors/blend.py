@@ -37,6 +37,7 @@ import numpy as np
 import zstandard
 
 from ..intlstm import gate_sums
+from ..intmath import floor_div_clip
 from ..scheduling import PAD, PaddedGeometry
 from .bias import bias_update, new_statistics, store_corrected
 from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, fit_coefficients, flat_offsets
@@ -686,7 +687,7 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
     for k in range(ne):
         if not (experts >> k) & 1:
             continue
-        r = (emin << 10) // e[k]  # 1..1024
+        r = floor_div_clip(emin << 10, e[k], float(e[k]), 1024)  # (emin << 10) // e[k]
         wk = r * r if power == 2 else (r * r * r) >> 10  # <= 2**20
         num += wk * pred[k]
         den += wk

@@ -18,7 +18,7 @@ import numpy as np
 from ..entropy import N_BUCKETS
 from ..errors import UnsupportedInputError
 from ..intlstm import QuantLSTMParams, cell_update, exact_float32_weights, gate_sums, linear_head
-from ..intmath import floor_div_shared, log2_q3
+from ..intmath import floor_div_clip, log2_q3
 from ..scheduling import PaddedGeometry
 from .base import PredictorBase, ResidualChunk
 from .models import ModelFile
@@ -101,11 +101,6 @@ class _LSTMChunk(ResidualChunk):
             bias_update(self._ctx, residual + self._corr, self.bc_sum, self.bc_cnt)
 
 
-@numba.njit(cache=True, inline="always")
-def _clip8(v):
-    return min(max(v, -127), 127)
-
-
 @numba.njit(cache=True)
 def voxel_features(vol, els, f, z, mu_ls, row, plane, off3, vmax, out):
     """Context-normalised int8 features of one voxel; returns the local scale U (>= 1)."""
@@ -118,20 +113,20 @@ def voxel_features(vol, els, f, z, mu_ls, row, plane, off3, vmax, out):
     e_p = els[f - plane] if z > 0 else e_ww
     act = residual_activity(els, f, z, row, plane)
     u = 1 + act // ACTIVITY_WEIGHT
-    inv = 1.0 / u  # 22 features share the divisor
+    uf = float(u)  # 22 features share the divisor
     nk = off3.size
     for k in range(nk):
         if k >= 6 and z == 0:
             out[k] = 0
         else:
-            out[k] = _clip8(floor_div_shared((vol[f + off3[k]] - mu_ls) * FEATURE_GAIN, u, inv))
-    out[nk + 0] = _clip8(floor_div_shared(e_w * FEATURE_GAIN, u, inv))
-    out[nk + 1] = _clip8(floor_div_shared(e_n * FEATURE_GAIN, u, inv))
-    out[nk + 2] = _clip8(floor_div_shared(e_nw * FEATURE_GAIN, u, inv))
-    out[nk + 3] = _clip8(floor_div_shared(e_ne * FEATURE_GAIN, u, inv))
-    out[nk + 4] = _clip8(floor_div_shared(e_ww * FEATURE_GAIN, u, inv))
-    out[nk + 5] = _clip8(floor_div_shared(e_nn * FEATURE_GAIN, u, inv))
-    out[nk + 6] = _clip8(floor_div_shared(e_p * FEATURE_GAIN, u, inv)) if z > 0 else 0
+            out[k] = floor_div_clip((vol[f + off3[k]] - mu_ls) * FEATURE_GAIN, u, uf, 127)
+    out[nk + 0] = floor_div_clip(e_w * FEATURE_GAIN, u, uf, 127)
+    out[nk + 1] = floor_div_clip(e_n * FEATURE_GAIN, u, uf, 127)
+    out[nk + 2] = floor_div_clip(e_nw * FEATURE_GAIN, u, uf, 127)
+    out[nk + 3] = floor_div_clip(e_ne * FEATURE_GAIN, u, uf, 127)
+    out[nk + 4] = floor_div_clip(e_ww * FEATURE_GAIN, u, uf, 127)
+    out[nk + 5] = floor_div_clip(e_nn * FEATURE_GAIN, u, uf, 127)
+    out[nk + 6] = floor_div_clip(e_p * FEATURE_GAIN, u, uf, 127) if z > 0 else 0
     out[nk + 7] = min(log2_q3(act + 1), 127)
     out[nk + 8] = 127 if z == 0 else 0
     out[nk + 9] = (mu_ls * 127) // vmax  # intensity level: background, tissue, bone...
