@@ -110,14 +110,47 @@ def _digest(arr: np.ndarray, sha256: str) -> str:
 
 
 _BLOCK = 1 << 22  # voxels per block: bounds the temporaries of the value mapping
+# Rescaled data (see _missing_where_dense): counts capped at twice GAP_DENSE_COUNT (one spike,
+# such as a floor or mask value, cannot make its empty neighbours look dense) are averaged over
+# GAP_WINDOW values; where that mean is at least GAP_DENSE_COUNT the values are "dense", and
+# at least GAP_MIN_DENSE dense values of which one in GAP_MISSING_RATIO or more never occurs
+# mark it. (On the development data only rescaled copies are marked: every genuine scan and
+# golden file keeps its values; scans stretched by 1.08 or more are marked.)
+GAP_WINDOW = 17
+GAP_DENSE_COUNT = 8
+GAP_MIN_DENSE = 64
+GAP_MISSING_RATIO = 20
+GAP_MAX_SPAN = 1 << 20  # the test's temporaries: three int64 arrays of the span
+
+
+def _missing_where_dense(hist: np.ndarray) -> bool:
+    """Whether values are missing where the histogram is dense: the signature of integers
+    rescaled by a factor above 1 (a converter stretching 12-bit data to fill 16 bits, a float
+    scale written back as integers), which use only some of the values in every stretch. The
+    coder would spend probability on values that never occur (log2 of the factor, bits per
+    voxel); their ranks are the original integers again. Where values are merely rare (the
+    tails of a histogram with few voxels, full-range noise) every value in the dense part
+    occurs, and ranks would only distort the predictors' linear geometry there: integer
+    counts and thresholds, so the decision is the same on every machine."""
+    if hist.size > GAP_MAX_SPAN:
+        return False
+    half = GAP_WINDOW // 2
+    capped = np.minimum(hist, 2 * GAP_DENSE_COUNT)
+    cum = np.concatenate((np.zeros(half + 1, np.int64), np.cumsum(capped),
+                          np.full(half, int(capped.sum()), np.int64)))
+    dense = (cum[GAP_WINDOW:] - cum[:-GAP_WINDOW]) >= GAP_DENSE_COUNT * GAP_WINDOW
+    n_dense = int(np.count_nonzero(dense))
+    missing = int(np.count_nonzero(hist[dense] == 0))
+    return n_dense >= GAP_MIN_DENSE and missing * GAP_MISSING_RATIO >= n_dense
 
 
 def map_values(arr: np.ndarray):
     """The integers the predictors work on: ``(mapped, vmin, used)``.
 
     ``mapped`` is (t, z, y, x) in the work dtype with the minimum subtracted and, when the
-    histogram is sparse (at most half the span used), values replaced by their rank among the
-    ``used`` values (else ``used`` is None). Done block-wise: no full-size int64 copy.
+    histogram is sparse (at most half the span used) or values are missing where it is dense
+    (rescaled data), values replaced by their rank among the ``used`` values (else ``used`` is
+    None). Done block-wise: no full-size int64 copy.
     """
     vol4 = arr.reshape(_as_4d(arr.shape))
     vmin, vmax = int(vol4.min()), int(vol4.max())
@@ -133,7 +166,7 @@ def map_values(arr: np.ndarray):
         for b in blocks:
             hist += np.bincount(dst[b], minlength=span)
         used = np.flatnonzero(hist)
-        if used.size * 2 > span:
+        if used.size * 2 > span and not _missing_where_dense(hist):
             used = None
         else:
             lut = np.zeros(span, mapped.dtype)
