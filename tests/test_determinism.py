@@ -285,3 +285,49 @@ def test_least_squares_solve_matches_plain_python_bit_for_bit():
             b = a[:, :-1] @ rng.integers(-3, 4, n - 1) // 3 + rng.integers(-50, 50, 300)
             ata, atb = a.T @ a, a.T @ b
             assert solve_normal_equations(ata, atb) == _python_normal_equations(ata, atb)
+
+
+def test_class_normal_equations_are_exact_integer_sums():
+    """blend._accumulate sums products in float64 runs of ACC_FLUSH samples: equal to int64
+    arithmetic at full scale (values up to 2**16 - 1), across a flush boundary."""
+    import numba
+
+    from medzip.predictors import blend
+    from medzip.predictors.ls3d import OFFS_3D, flat_offsets
+    from medzip.scheduling import PaddedGeometry
+
+    @numba.njit
+    def int64_sums(vol, flat, row, plane, off, edges, athr, ata, atb):
+        k = off.size
+        a = np.empty(k + 1, np.int64)
+        for i in range(flat.size):
+            f = flat[i]
+            c = blend.voxel_class(vol, f, row, plane, edges, athr)
+            for j in range(k):
+                a[j] = vol[f + off[j]]
+            a[k] = 1
+            for p in range(k + 1):
+                atb[c, p] += a[p] * vol[f]
+                for q in range(p, k + 1):
+                    ata[c, p, q] += a[p] * a[q]
+
+    rng = np.random.default_rng(3)
+    geom = PaddedGeometry(1, 40, 40, zpad=1)
+    vol = np.zeros(geom.shape, np.int64)
+    vol[:, 2:-2, 2:-2] = np.where(rng.random((2, 40, 40)) < 0.97, 65535,
+                                  rng.integers(0, 65536, (2, 40, 40)))
+    vol = vol.ravel()
+    inner = ((geom.zpad * geom.shape[1] + np.arange(40)[:, None] + geom.pad) * geom.row
+             + np.arange(40)[None, :] + geom.pad).ravel()
+    flat = np.resize(inner, 4 * blend.ACC_FLUSH + 5000)  # repeats: totals pass 2**53
+    off = flat_offsets(OFFS_3D, geom)
+    edges = np.array([20000, 40000, 60000], np.int64)
+    athr = np.array([30000, 90000], np.int64)
+    shape = (blend.N_CLASSES, len(OFFS_3D) + 1)
+    got_a, got_b = np.zeros(shape + shape[1:], np.int64), np.zeros(shape, np.int64)
+    blend._accumulate(vol, flat, geom.row, geom.plane, off, edges, athr, 0, got_a, got_b)
+    want_a, want_b = np.zeros_like(got_a), np.zeros_like(got_b)
+    int64_sums(vol, flat, geom.row, geom.plane, off, edges, athr, want_a, want_b)
+    assert want_a.max() > 2**53  # beyond float64's integers: the flushes are what keeps it exact
+    np.testing.assert_array_equal(got_a, want_a)
+    np.testing.assert_array_equal(got_b, want_b)

@@ -428,21 +428,43 @@ def voxel_class(vol, f, row, plane, edges, athr):
     return ((band * N_ACT + lvl) * N_DIR + d) * N_ZSIM + zs
 
 
+# samples per float64 accumulation run in _accumulate: 2**20 products below 2**32 sum below 2**52
+ACC_FLUSH = 1 << 20
+
+
 @numba.njit(cache=True)
 def _accumulate(vol, flat, row, plane, off3, edges, athr, shift, ata, atb):
+    """Add the sampled voxels' per-class normal equations (upper triangle) to ``ata``/``atb``.
+
+    The values ``vol >> shift`` are integers in [0, 2**16), so every product is an integer
+    below 2**32 and ACC_FLUSH of them sum below 2**52: float64 holds every partial sum exactly,
+    whatever the order (and the products vectorise, which int64 multiplies do not on AVX2).
+    The float sums are moved into the int64 totals every ACC_FLUSH samples."""
     k = off3.size
-    a = np.empty(k + 1, np.int64)
-    for i in range(flat.size):
-        f = flat[i]
-        c = voxel_class(vol, f, row, plane, edges, athr)
-        for j in range(k):
-            a[j] = vol[f + off3[j]] >> shift
-        a[k] = 1
-        target = vol[f] >> shift
-        for p in range(k + 1):
-            atb[c, p] += a[p] * target
-            for q in range(p, k + 1):  # the upper triangle: _symmetric fills the rest
-                ata[c, p, q] += a[p] * a[q]
+    n_cls = ata.shape[0]
+    a = np.empty(k + 1, np.float64)
+    acc = np.zeros((n_cls, k + 1, k + 1), np.float64)
+    acc_b = np.zeros((n_cls, k + 1), np.float64)
+    for start in range(0, flat.size, ACC_FLUSH):
+        for i in range(start, min(start + ACC_FLUSH, flat.size)):
+            f = flat[i]
+            c = voxel_class(vol, f, row, plane, edges, athr)
+            for j in range(k):
+                a[j] = vol[f + off3[j]] >> shift
+            a[k] = 1.0
+            target = float(vol[f] >> shift)
+            for p in range(k + 1):
+                ap = a[p]
+                acc_b[c, p] += ap * target
+                for q in range(p, k + 1):  # the upper triangle: _symmetric fills the rest
+                    acc[c, p, q] += ap * a[q]
+        for c in range(n_cls):
+            for p in range(k + 1):
+                atb[c, p] += np.int64(acc_b[c, p])
+                acc_b[c, p] = 0.0
+                for q in range(p, k + 1):
+                    ata[c, p, q] += np.int64(acc[c, p, q])
+                    acc[c, p, q] = 0.0
 
 
 def _symmetric(ata: np.ndarray) -> np.ndarray:
