@@ -86,6 +86,15 @@ def nifti_stored(path: Path) -> np.ndarray:
     return np.ascontiguousarray(raw.T)
 
 
+def demo_volume() -> np.ndarray:
+    """The bundled real DWI b0 sample (dipy) as stored: (z, y, x) int16."""
+    from medzip.files import demo_sample_path
+    from medzip.formats.base import adapter_for_path
+
+    vol = adapter_for_path(demo_sample_path()).read(demo_sample_path()).volumes[0]
+    return np.ascontiguousarray(vol.reshape(vol.shape[-3:]))
+
+
 EXAMPLE4D = _nibabel_test_file("example4d.nii.gz")
 
 

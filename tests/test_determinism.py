@@ -21,10 +21,8 @@ import numpy as np
 import pytest
 
 import medzip
-from medzip.files import demo_sample_path
-from medzip.formats.base import adapter_for_path
 
-from conftest import EXAMPLE4D, example4d_head_series, example4d_masked_corner
+from conftest import EXAMPLE4D, demo_volume, example4d_head_series, example4d_masked_corner
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -56,9 +54,7 @@ print(json.dumps({"results": results, "torch_imported": "torch" in sys.modules})
 
 def sample_array() -> np.ndarray:
     """A real MR volume (the bundled dipy b0 sample), cropped to keep subprocesses quick."""
-    vol = adapter_for_path(demo_sample_path()).read(demo_sample_path()).volumes[0]
-    vol = vol.reshape(vol.shape[-3:])
-    arr = np.ascontiguousarray(vol[:6, 20:84, 20:84])
+    arr = np.ascontiguousarray(demo_volume()[:6, 20:84, 20:84])
     assert arr.shape == (6, 64, 64) and arr.std() > 0
     return arr
 

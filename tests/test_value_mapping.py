@@ -8,17 +8,14 @@ import pytest
 import medzip
 from medzip import volume_codec
 from medzip.container import Container
-from medzip.files import demo_sample_path
-from medzip.formats.base import adapter_for_path
 
-from conftest import EXAMPLE4D, example4d_head_series
+from conftest import EXAMPLE4D, demo_volume, example4d_head_series
 
 
 @pytest.fixture(scope="module")
 def dwi_b0() -> np.ndarray:
     """The bundled real DWI b0 volume (dipy, 10 x 128 x 128 int16)."""
-    vol = adapter_for_path(demo_sample_path()).read(demo_sample_path()).volumes[0]
-    return np.ascontiguousarray(vol.reshape(vol.shape[-3:]))
+    return demo_volume()
 
 
 def _table(blob: bytes):
