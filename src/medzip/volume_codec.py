@@ -405,7 +405,8 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
         return header
     table = None if used is None else _store_table(used)
     model = settings.model or model_for_level(settings.level)
-    candidates = fit_candidates(model, mapped, settings.level)
+    # the worker processes wait for the fit: it may use as many threads meanwhile
+    candidates = fit_candidates(model, mapped, settings.level, threads=settings.workers)
     if len(candidates) > 1 and mapped.size > SEARCH_FULL_VOXELS:
         sample = _sample_slabs(mapped.shape)
         candidates = [_smallest(candidates, mapped, top, settings, lambda p: sample, "search",

@@ -46,6 +46,7 @@ from .contexts import activity_bucket, residual_activity
 from .lstm import N_FEATURES, LSTMPredictor, _step_outputs, voxel_features
 from .models import ModelFile
 from .padding import fit_known_plane
+from .sums import split_map, split_sums
 from .temporal import N_T2, N_T3, fit_temporal, ref_offsets
 
 NAME = "medzip-blend"
@@ -226,17 +227,19 @@ class BlendPredictor(PredictorBase):
 
     # -- encoder-side fit -------------------------------------------------------------------
     @classmethod
-    def fit(cls, vol4: np.ndarray, ls: LS3DPredictor | None = None, **kw) -> "BlendPredictor":
+    def fit(cls, vol4: np.ndarray, ls: LS3DPredictor | None = None, threads: int = 1,
+            **kw) -> "BlendPredictor":
         """Fit to a volume (t, z, y, x); a series also gets the previous-volume sets, used when
-        they pay on the fit sample (``temporal=`` forces the choice)."""
-        ls = ls or LS3DPredictor.fit(vol4)
-        edges, athr, ccoef = _fit_classes(vol4, ls)
+        they pay on the fit sample (``temporal=`` forces the choice). ``threads``: split the
+        fits' sums between threads (sums.py: the same parameters for any count)."""
+        ls = ls or LS3DPredictor.fit(vol4, threads)
+        edges, athr, ccoef = _fit_classes(vol4, ls, threads)
         fitted = fit_temporal(vol4, ls.coef3)
         if fitted is not None:
             kw.setdefault("tcoef", fitted[:2])
             kw.setdefault("temporal", fitted[2])
         kw.setdefault("known", fit_known_plane(vol4))
-        fitted = _fit_wide_classes(vol4, ls, edges, athr, ccoef)
+        fitted = _fit_wide_classes(vol4, ls, edges, athr, ccoef, threads)
         if fitted is not None:
             kw.setdefault("wcoef", fitted[0])
             kw.setdefault("wide", fitted[1])
@@ -266,7 +269,7 @@ def _padded_slices(vol4, t, z, depth):
     return stack.ravel()
 
 
-def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor):
+def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor, threads: int = 1):
     """Per-volume class thresholds and per-class Q12 LS coefficients (global set as fallback)."""
     k = len(OFFS_3D)
     take, step = _sample_planes(vol4)
@@ -276,16 +279,17 @@ def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor):
     _, _, y_, x_ = vol4.shape
     geom = PaddedGeometry(1, y_, x_, zpad=1)
     off3 = flat_offsets(OFFS_3D, geom)
-    feats = []
     # (W + N) / 2 <= vmax and the activity <= 6 vmax: int32 holds them below 2**28
     narrow = np.int32 if int(vol4.max()) < (1 << 28) else np.int64
-    for t, z in take:
-        pair = _padded_slices(vol4, t, z, 2)
-        flat = _sample_flat(y_, x_, step, geom)
+    flat = _sample_flat(y_, x_, step, geom)
+
+    def plane_features(plane):
         m = np.empty(flat.size, np.int64)
         a = np.empty(flat.size, np.int64)
-        _features(pair, flat, geom.row, geom.plane, m, a)
-        feats.append((m.astype(narrow), a.astype(narrow)))  # same values, half the memory
+        _features(_padded_slices(vol4, *plane, 2), flat, geom.row, geom.plane, m, a)
+        return m.astype(narrow), a.astype(narrow)  # same values, half the memory
+
+    feats = split_map(plane_features, take, threads)
     m_all = np.concatenate([f[0] for f in feats])
     a_all = np.concatenate([f[1] for f in feats])
     del feats
@@ -293,12 +297,8 @@ def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor):
     edges = np.sort(m_all)[(np.arange(1, N_BANDS) * m_all.size) // N_BANDS].astype(np.int64)
     athr = np.sort(a_all)[(np.arange(1, N_ACT) * a_all.size) // N_ACT].astype(np.int64)
     shift = max(0, int(vol4.max()).bit_length() - 16)
-    ata = np.zeros((N_CLASSES, k + 1, k + 1), np.int64)
-    atb = np.zeros((N_CLASSES, k + 1), np.int64)
-    for t, z in take:
-        pair = _padded_slices(vol4, t, z, 2)
-        flat = _sample_flat(y_, x_, step, geom)
-        _accumulate(pair, flat, geom.row, geom.plane, off3, edges, athr, shift, ata, atb)
+    ata, atb = split_sums(lambda part: _class_sums(vol4, part, 2, flat, geom, off3, edges, athr,
+                                                   shift), take, threads)
     ata = _symmetric(ata)
     # voxels of the volume each sampled voxel stands for
     scale = vol4.shape[0] * (vol4.shape[1] - 1) / len(take) * step * step
@@ -310,7 +310,7 @@ def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor):
     return edges, athr, out
 
 
-def _fit_wide_classes(vol4: np.ndarray, ls: LS3DPredictor, edges, athr, ccoef):
+def _fit_wide_classes(vol4: np.ndarray, ls: LS3DPredictor, edges, athr, ccoef, threads: int = 1):
     """``(wcoef, pays)``: per-class wide Q12 sets (a class without enough voxels gets the set
     fitted on all of them) and whether they beat the 15-tap class sets on the fit sample; None
     where no voxel has two slices above it. Exact integer sums: the same on every machine."""
@@ -324,12 +324,9 @@ def _fit_wide_classes(vol4: np.ndarray, ls: LS3DPredictor, edges, athr, ccoef):
     offw = flat_offsets(OFFS_WIDE, geom)
     k = len(OFFS_WIDE)
     shift = max(0, int(vol4.max()).bit_length() - 16)
-    ata = np.zeros((N_CLASSES, k + 1, k + 1), np.int64)
-    atb = np.zeros((N_CLASSES, k + 1), np.int64)
     flat = _sample_flat(y_, x_, step, geom)
-    for t, z in take:
-        _accumulate(_padded_slices(vol4, t, z, 3), flat, geom.row, geom.plane, offw, edges, athr,
-                    shift, ata, atb)
+    ata, atb = split_sums(lambda part: _class_sums(vol4, part, 3, flat, geom, offw, edges, athr,
+                                                   shift), take, threads)
     ata = _symmetric(ata)
     if ata[:, k, k].sum() < 4 * (k + 1):
         return None
@@ -339,13 +336,14 @@ def _fit_wide_classes(vol4: np.ndarray, ls: LS3DPredictor, edges, athr, ccoef):
     for c in range(N_CLASSES):
         if ata[c, k, k] * scale >= MIN_WIDE_VOXELS and ata[c, k, k] >= 4 * (k + 1):
             wcoef[c] = fit_coefficients(ata[c], atb[c], shift)
-    err3 = errw = 0
     off3 = flat_offsets(OFFS_3D, geom)
-    for t, z in take:
-        e3, ew = _class_errors(_padded_slices(vol4, t, z, 3), flat, geom.row, geom.plane, edges,
-                               athr, off3, ccoef, offw, wcoef)
-        err3 += e3
-        errw += ew
+
+    def errors(part):
+        sums = [_class_errors(_padded_slices(vol4, t, z, 3), flat, geom.row, geom.plane, edges,
+                              athr, off3, ccoef, offw, wcoef) for t, z in part]
+        return sum(e[0] for e in sums), sum(e[1] for e in sums)
+
+    err3, errw = split_sums(errors, take, threads)
     shared = _most_common_row(wcoef)
     own = sum(not np.array_equal(c, shared) for c in wcoef)
     cost = WIDE_COEF_BITS * N_WIDE * (1 + own)
@@ -357,7 +355,7 @@ def _fit_wide_classes(vol4: np.ndarray, ls: LS3DPredictor, edges, athr, ccoef):
     return wcoef, pays
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _class_errors(vol, flat, row, plane, edges, athr, off3, ccoef, offw, wcoef):
     """Sum of |error| (Q4) of the 15-tap and of the wide class sets on sampled voxels."""
     e3 = np.int64(0)
@@ -369,6 +367,18 @@ def _class_errors(vol, flat, row, plane, edges, athr, off3, ccoef, offw, wcoef):
         e3 += abs(_lin_q4(vol, f, off3, ccoef[c]) - x16)
         ew += abs(_lin_q4(vol, f, offw, wcoef[c]) - x16)
     return e3, ew
+
+
+def _class_sums(vol4, part, depth, flat, geom, offs, edges, athr, shift):
+    """Per-class normal equations (upper triangles) of the sampled voxels of the planes in
+    ``part``, with ``depth`` slices of context."""
+    k = offs.size
+    ata = np.zeros((N_CLASSES, k + 1, k + 1), np.int64)
+    atb = np.zeros((N_CLASSES, k + 1), np.int64)
+    for t, z in part:
+        _accumulate(_padded_slices(vol4, t, z, depth), flat, geom.row, geom.plane, offs, edges,
+                    athr, shift, ata, atb)
+    return ata, atb
 
 
 def _most_common_row(rows: np.ndarray) -> np.ndarray:
@@ -396,7 +406,7 @@ def _raw_features(vol, f, row):
     return (w + n + 1) >> 1, dh, dv
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _features(vol, flat, row, plane, m_out, a_out):
     for i in range(flat.size):
         m, dh, dv = _raw_features(vol, flat[i], row)
@@ -432,7 +442,7 @@ def voxel_class(vol, f, row, plane, edges, athr):
 ACC_FLUSH = 1 << 20
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _accumulate(vol, flat, row, plane, off3, edges, athr, shift, ata, atb):
     """Add the sampled voxels' per-class normal equations (upper triangle) to ``ata``/``atb``.
 

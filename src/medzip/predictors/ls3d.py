@@ -18,6 +18,7 @@ from ..intmath import exact_gram, solve_normal_equations
 from ..scheduling import PaddedGeometry
 from .base import PredictorBase, ResidualChunk
 from .contexts import activity_bucket, residual_activity
+from .sums import split_sums
 from .bias import bias_update, new_statistics, store_corrected
 
 FRAC = 12
@@ -54,14 +55,16 @@ class LS3DPredictor(PredictorBase):
 
     # -- encoder-side fit -------------------------------------------------------------------
     @classmethod
-    def fit(cls, vol4: np.ndarray) -> "LS3DPredictor":
-        return cls(_fit(vol4, OFFS_3D, need_prev=True), _fit(vol4, OFFS_2D, need_prev=False))
+    def fit(cls, vol4: np.ndarray, threads: int = 1) -> "LS3DPredictor":
+        """``threads``: split the fit's sums between threads (the same coefficients)."""
+        return cls(_fit(vol4, OFFS_3D, need_prev=True, threads=threads),
+                   _fit(vol4, OFFS_2D, need_prev=False, threads=threads))
 
     def start_chunk(self, geom: PaddedGeometry, vmax: int) -> "_LSChunk":
         return _LSChunk(self, geom, vmax)
 
 
-def _fit(vol4: np.ndarray, offsets, need_prev: bool) -> np.ndarray:
+def _fit(vol4: np.ndarray, offsets, need_prev: bool, threads: int = 1) -> np.ndarray:
     """Least-squares Q12 coefficients (+ bias) from a deterministic sample of the volume."""
     t_, z_, y_, x_ = vol4.shape
     k = len(offsets)
@@ -72,22 +75,27 @@ def _fit(vol4: np.ndarray, offsets, need_prev: bool) -> np.ndarray:
     take = planes[:: max(1, len(planes) // FIT_PLANES)]
     step = max(1, int(np.sqrt(len(take) * y_ * x_ / MAX_FIT_SAMPLES)))
     shift = max(0, int(vol4.max()).bit_length() - 16)  # keep integer products far from overflow
-    ata = np.zeros((k + 1, k + 1), np.int64)
-    atb = np.zeros(k + 1, np.int64)
-    for t, z in take:
-        pair = np.zeros((2, y_ + 4, x_ + 4), np.int64)
-        pair[1, 2:-2, 2:-2] = vol4[t, z] >> shift
-        if z > 0:
-            pair[0, 2:-2, 2:-2] = vol4[t, z - 1] >> shift
-        ys = slice(2, y_ + 2, step)
-        xs = slice(2, x_ + 2, step)
-        target = pair[1, ys, xs].ravel()
-        cols = [pair[1 + dz, 2 + dy: y_ + 2 + dy: step, 2 + dx: x_ + 2 + dx: step].ravel()
-                for dz, dy, dx in offsets]
-        a = np.stack(cols + [np.ones_like(target)], axis=1)
-        g, h = exact_gram(a, target)
-        ata += g
-        atb += h
+
+    def normal_equations(part):
+        ata = np.zeros((k + 1, k + 1), np.int64)
+        atb = np.zeros(k + 1, np.int64)
+        for t, z in part:
+            pair = np.zeros((2, y_ + 4, x_ + 4), np.int64)
+            pair[1, 2:-2, 2:-2] = vol4[t, z] >> shift
+            if z > 0:
+                pair[0, 2:-2, 2:-2] = vol4[t, z - 1] >> shift
+            ys = slice(2, y_ + 2, step)
+            xs = slice(2, x_ + 2, step)
+            target = pair[1, ys, xs].ravel()
+            cols = [pair[1 + dz, 2 + dy: y_ + 2 + dy: step, 2 + dx: x_ + 2 + dx: step].ravel()
+                    for dz, dy, dx in offsets]
+            a = np.stack(cols + [np.ones_like(target)], axis=1)
+            g, h = exact_gram(a, target)
+            ata += g
+            atb += h
+        return ata, atb
+
+    ata, atb = split_sums(normal_equations, take, threads)
     if ata[k, k] == 0:
         return _identity_coefficients(k)
     return fit_coefficients(ata, atb, shift)

@@ -42,10 +42,10 @@ def parse_level(level) -> int:
 SEARCH_LEVEL = 7  # levels from here on try several encoder options and keep the smallest
 
 
-def _fit_row_lstm(mf, vol4: np.ndarray, level: int) -> list:
+def _fit_row_lstm(mf, vol4: np.ndarray, level: int, threads: int = 1) -> list:
     """The row LSTM over a per-volume LS fit; from SEARCH_LEVEL also without its bias
     canceller and the plain LS predictor (decoding runs only the winner)."""
-    ls = LS3DPredictor.fit(vol4)
+    ls = LS3DPredictor.fit(vol4, threads)
     first = LSTMPredictor(mf, ls)
     out = [first]
     if level >= SEARCH_LEVEL:
@@ -56,12 +56,12 @@ def _fit_row_lstm(mf, vol4: np.ndarray, level: int) -> list:
 BLEND_NETWORK = "medzip-blend-lstm"  # the row LSTM trained on the blend's residuals
 
 
-def _fit_blend(vol4: np.ndarray, level: int, network=None) -> list:
+def _fit_blend(vol4: np.ndarray, level: int, network=None, threads: int = 1) -> list:
     """medzip-blend: the blend of experts as base, the shipped row LSTM on top, censored coding;
     a series uses its previous volumes where the fit says it pays. From SEARCH_LEVEL also
     without bias canceller, on the global LS base only (with its previous-volume set), without
     the LSTM, and with the other previous-volume and wide-class-set choices."""
-    first = BlendPredictor.fit(vol4, lstm=network or load_model(BLEND_NETWORK))
+    first = BlendPredictor.fit(vol4, lstm=network or load_model(BLEND_NETWORK), threads=threads)
     out = [first]
     if level >= SEARCH_LEVEL:
         out += [first.variant(bias_cancel=False),  # small masked MR: the canceller can cost
@@ -74,36 +74,38 @@ def _fit_blend(vol4: np.ndarray, level: int, network=None) -> list:
     return out
 
 
-def _fit_paper(mf, vol4: np.ndarray, level: int) -> list:
+def _fit_paper(mf, vol4: np.ndarray, level: int, threads: int = 1) -> list:
     return [PaperPredictor(mf, vol4)]  # needs no least-squares front end
 
 
 # Predictors defined by code alone, by the name in the stream's model entry:
-# name -> (fit(vol4, level) -> candidates, from_params(blob)).
+# name -> (fit(vol4, level, threads) -> candidates, from_params(blob)).
 CLASSICAL = {
-    "ls3d": (lambda vol4, level: [LS3DPredictor.fit(vol4)], LS3DPredictor.from_params),
+    "ls3d": (lambda vol4, level, threads=1: [LS3DPredictor.fit(vol4, threads)],
+             LS3DPredictor.from_params),
 }
 # Predictors defined by a model file, by the file's "kind":
-# kind -> (fit(model, vol4, level) -> candidates, from_params(model, blob)).
+# kind -> (fit(model, vol4, level, threads) -> candidates, from_params(model, blob)).
 MODEL_KINDS = {
     "row-lstm": (_fit_row_lstm, LSTMPredictor.from_params),
     "paper": (_fit_paper, PaperPredictor.from_params),
 }
 
 
-def fit_candidates(model: str, vol4: np.ndarray, level: int) -> list:
+def fit_candidates(model: str, vol4: np.ndarray, level: int, threads: int = 1) -> list:
     """Encoder side: predictors to try, each ``(predictor, header entry)``, in order of
-    preference; the smallest stream wins (ties keep the earlier)."""
+    preference; the smallest stream wins (ties keep the earlier). ``threads`` may share the
+    fits' sums (predictors/sums.py): the same predictors whatever the count."""
     if model == BLEND:
-        preds = _fit_blend(vol4, level)
+        preds = _fit_blend(vol4, level, threads=threads)
     elif model in CLASSICAL:
-        preds = CLASSICAL[model][0](vol4, level)
+        preds = CLASSICAL[model][0](vol4, level, threads)
     else:
         mf = load_model(model)
         if mf.meta.get("base") == "blend":  # a network trained to correct the blend
-            preds = _fit_blend(vol4, max(level, DEFAULT_LEVEL), mf)
+            preds = _fit_blend(vol4, max(level, DEFAULT_LEVEL), mf, threads)
         else:
-            preds = MODEL_KINDS[mf.meta["kind"]][0](mf, vol4, level)
+            preds = MODEL_KINDS[mf.meta["kind"]][0](mf, vol4, level, threads)
     return [(p, p.header_entry()) for p in preds]
 
 
