@@ -108,6 +108,35 @@ def test_wide_class_sets_are_chosen_where_they_pay():
     assert not BlendPredictor.fit(mapped_volume(sample_array()).astype(np.int32)).wide
 
 
+def test_long_class_sets_are_chosen_on_interpolated_mr(monkeypatch):
+    """On real MR reconstructed from zero-filled k-space (the blend4 golden crop) the encoder
+    fits the long class sets, they pay over the wide ones (their parameter bytes included) and
+    the stream is version 4 with the wider chunk padding; on the bundled DWI b0 sample, which is
+    not interpolated, it does not use them."""
+    from conftest import GOLDEN
+    from medzip.predictors import blend
+
+    arr = medzip.decompress(
+        (GOLDEN / "blend4" / "mr_dwi_b0_zerofilled_6x64x64_u2.mzp").read_bytes())
+    vol4 = mapped_volume(arr).astype(np.int32)
+    pred = BlendPredictor.fit(vol4)
+    assert pred.long and pred.wide and pred.version == blend.LONG_VERSION
+    assert pred.wcoef.shape == (N_CLASSES, blend.N_LONG) and pred.pad == blend.LONG_PAD
+    monkeypatch.setattr(blend, "LONG_TRY_PERCENT", 0)  # the same fit, stopping at the wide sets
+    wide = BlendPredictor.fit(vol4)
+    assert wide.wide and not wide.long and wide.version == WIDE_VERSION and wide.pad == 2
+    vmax = int(vol4.max())
+
+    def total(p):
+        return _bits(p, vol4[0], vmax) + 8 * len(p.params())
+
+    assert total(pred) < 0.97 * total(wide)  # 4 % on this small crop
+    again = BlendPredictor.from_params(pred.params())
+    assert again.long and np.array_equal(again.wcoef, pred.wcoef)
+    monkeypatch.undo()
+    assert not BlendPredictor.fit(mapped_volume(sample_array()).astype(np.int32)).long
+
+
 def test_damaged_blend_chunks_are_reported_as_corruption(clipped):
     """Damage behind a recomputed CRC in a censored stream: a one-line CorruptStreamError (the
     folded distributions and bounded low bits must not leak other exceptions), or, for a bit the

@@ -3,9 +3,10 @@
 
 * Every later medzip must decode them exactly (medzip-blend v1 streams: censored residual coding,
   classified least squares, blend of experts, row LSTM on top; v2: the same with a 4-D series'
-  previous volume as context or a padding mask; v3: wide class sets). ``blend``: written with
+  previous volume as context or a padding mask; v3: wide class sets; v4: long class sets). ``blend``: written with
   the medzip-lstm network (LS-trained); ``blend2``: with medzip-blend-lstm (trained on the
-  blend's residuals), v1 and v2 streams; ``blend3``: the same network, a v3 stream.
+  blend's residuals), v1 and v2 streams; ``blend3``: the same network, a v3 stream;
+  ``blend4``: a v4 stream of an interpolated (zero-filled k-space) crop of real MR.
 * Re-encoding today gives the same bytes (``test_ALARM_blend_encoder_output_changed``): the fit,
   the integer kernels, the model file and the censored coder are still the ones that wrote them.
   If a change is intended, bump ``blend.VERSION`` (old streams must keep decoding) and add files.
@@ -27,7 +28,7 @@ from medzip.container import Container
 from conftest import GOLDEN, comparable_header
 
 # golden folder -> whether today's encoder must reproduce its files (the ALARM)
-SETS = {"blend": False, "blend2": True, "blend3": True}
+SETS = {"blend": False, "blend2": True, "blend3": True, "blend4": True}
 MANIFESTS = {s: json.loads((GOLDEN / s / "manifest.json").read_text())["volumes"] for s in SETS}
 NAMES = [f"{s}/{name}" for s in SETS for name in sorted(MANIFESTS[s])]
 
@@ -78,9 +79,10 @@ def test_blend_stream_names_unknown_version_cleanly():
     (vh,) = Container.parse(data).header["volumes"]
     params = Container.parse(data).section(vh["predictor_params"], "predictor parameters")
     with pytest.raises(UnsupportedVersionError):
-        load_predictor({**vh["model"], "version": 4}, params)
-    with pytest.raises(ValueError):  # a v1 parameter block named version 2
-        load_predictor({**vh["model"], "version": 2}, params)
+        load_predictor({**vh["model"], "version": 5}, params)
+    for version in (2, 3, 4):  # a v1 parameter block named another known version
+        with pytest.raises(ValueError):
+            load_predictor({**vh["model"], "version": version}, params)
 
 
 def test_decoding_the_default_model_does_not_import_torch():

@@ -11,6 +11,8 @@
                                                       # the previous volume as context), once
     python tests/golden/make_golden.py --set blend3   # a crop the encoder codes with wide
                                                       # class sets (v3), once
+    python tests/golden/make_golden.py --set blend4   # an interpolated crop the encoder codes
+                                                      # with long class sets (v4), once
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -127,6 +129,27 @@ BLEND3_CASES = {
                       slice(40, 104)),
         {}),
 }
+
+
+def _zero_filled(name: str, *index) -> np.ndarray:
+    """A crop of a real MR scan reconstructed 2x in-plane from zero-filled k-space, as a scanner's
+    interpolation option does (benchmarks/interpolated.py, ``magnitude`` mode)."""
+    sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))
+    from interpolated import zero_filled_2x
+
+    crop = _crop(name, *index).astype(np.int64)
+    return zero_filled_2x(crop - crop.min())
+
+
+BLEND4_CASES = {
+    "mr_dwi_b0_zerofilled_6x64x64_u2": (
+        "mr_dwi_b0_dipy_S0_10slices [2:8, 32:64, 32:64] (genuine MR, dipy, BSD-3) minus its "
+        "minimum, reconstructed 2x in-plane from zero-filled k-space: long class sets "
+        "(version 4)",
+        lambda: _zero_filled("mr_dwi_b0_dipy_S0_10slices", slice(2, 8), slice(32, 64),
+                             slice(32, 64)),
+        {}),
+}
 # Format 2.0 (compressed header) and 1.2's fallback codecs, made once by the writer that
 # introduced them; their decode test is tests/test_golden_format2.py.
 FORMAT2_CASES = {
@@ -160,7 +183,8 @@ SETS = {"ls3d": (HERE, CASES, {"model": "ls3d"}),
         "paper": (HERE / "paper", PAPER_CASES, {"model": "medzip-paper"}),
         "blend": (HERE / "blend", LSTM_CASES, {"level": 5}),
         "blend2": (HERE / "blend2", BLEND2_CASES, {"level": 5, "fallback": False}),
-        "blend3": (HERE / "blend3", BLEND3_CASES, {"level": 5, "fallback": False})}
+        "blend3": (HERE / "blend3", BLEND3_CASES, {"level": 5, "fallback": False}),
+        "blend4": (HERE / "blend4", BLEND4_CASES, {"level": 5, "fallback": False})}
 # Sets whose files are tagged with the model version that wrote them.
 MODEL_SETS = {"lstm": "medzip-lstm", "paper": "medzip-paper"}
 

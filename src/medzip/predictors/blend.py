@@ -53,7 +53,8 @@ NAME = "medzip-blend"
 VERSION = 1  # written when the previous-volume context is off (3-D volumes, most DWI)
 TEMPORAL_VERSION = 2  # version 1 + previous-volume experts and/or a padding mask (flags)
 WIDE_VERSION = 3  # version 2's layout with the wide class sets (flag 4) on
-VERSIONS = (VERSION, TEMPORAL_VERSION, WIDE_VERSION)
+LONG_VERSION = 4  # version 3 with the long class sets (OFFS_LONG) as its wide sets
+VERSIONS = (VERSION, TEMPORAL_VERSION, WIDE_VERSION, LONG_VERSION)
 FLAG_TEMPORAL, FLAG_MASK, FLAG_WIDE = 1, 2, 4
 MAX_MASK_PIXELS = 1 << 26  # a plane of up to 8192 x 8192
 N_BANDS = 4
@@ -80,14 +81,28 @@ OFFS_WIDE = OFFS_3D + [
     if (dz > -2 or max(abs(dy), abs(dx)) <= 1) and dx + 2 * dy + 4 * dz < 0
     and (dz, dy, dx) not in OFFS_3D]
 N_WIDE = len(OFFS_WIDE) + 1  # taps + bias
-# a class's own wide set costs ~3x the bytes of a 16-coefficient one: it needs ~3x the voxels
-MIN_WIDE_VOXELS = MIN_CLASS_VOXELS * N_WIDE // (len(OFFS_3D) + 1)
+# (a class's own wide or long set costs ~3x or ~5x the bytes of a 16-coefficient one: it
+# needs as many times MIN_CLASS_VOXELS, _fit_neighbourhood_classes)
 MAX_WIDE_SAMPLES = 1 << 18  # 42 x 43 / 2 products per sample: an eighth of the classes' sample
 # Used when the wide sets' absolute error on the fit sample is below this fraction of the
 # 15-tap class sets' (a margin for what the sample does not show) and the bits that buys, at
 # an eighth of what the error ratio alone would give (what the blend passed on of it on the dev
 # volumes: 13-25 %), pay for the coefficients at ~3 bytes each (zstd packs them to 2-3).
 WIDE_PAYS_NUM, WIDE_PAYS_DEN = 97, 100
+# Long class sets (version 4): the wide sets' neighbourhood plus the in-slice neighbours up to
+# four rows / columns away (those the wavefront has decoded). Interpolated images - MR
+# reconstructed with zero-filled k-space (a scanner's "ZIP" / "interpolation" option, DWI and
+# EPI resampled 2x) - are band-limited, and long filters predict them far better (MODELS.md
+# "Interpolated MR": simulated 2x zero-fill of real MR, least-squares |error| 7.7 -> 3.9).
+# They are fitted only where the wide sets already cut the 15-tap sets' error below
+# LONG_TRY_PERCENT (smooth, interpolated data: elsewhere they buy nothing and the fit's time is
+# saved), and used where they beat the wide sets as the wide sets must beat the 15-tap ones.
+OFFS_LONG = OFFS_WIDE + [
+    (0, dy, dx) for dy in range(-4, 1) for dx in range(-4, 5)
+    if dx + 2 * dy < 0 and max(abs(dy), abs(dx)) > 2]
+N_LONG = len(OFFS_LONG) + 1
+LONG_PAD = 4  # chunk padding the long sets need in y and x
+LONG_TRY_PERCENT = 90
 WIDE_COEF_BITS = 24
 ERR_CAP = 255  # expert errors are kept as uint8 (>> err_shift)
 ERR_RING = 8
@@ -119,9 +134,13 @@ class BlendPredictor(PredictorBase):
         # wide class sets (N_CLASSES x N_WIDE), and whether this stream uses them
         self.wcoef = None if wcoef is None else np.asarray(wcoef, np.int64)
         self.wide = bool(wide) and self.wcoef is not None
-        if self.wcoef is not None and self.wcoef.shape != (N_CLASSES, N_WIDE):
+        if self.wcoef is not None and self.wcoef.shape not in ((N_CLASSES, N_WIDE),
+                                                               (N_CLASSES, N_LONG)):
             raise ValueError("bad wide coefficient sets")
-        self.version = WIDE_VERSION if self.wide else \
+        # long sets (version 4) read four pixels out: chunks get a wider zero border
+        self.long = self.wide and self.wcoef.shape[1] == N_LONG
+        self.pad = LONG_PAD if self.long else PAD
+        self.version = LONG_VERSION if self.long else WIDE_VERSION if self.wide else \
             TEMPORAL_VERSION if self.temporal or known is not None else VERSION
         # optional row LSTM that corrects the blend (mean and scale), as medzip-lstm corrects LS
         self.lstm = lstm
@@ -179,7 +198,7 @@ class BlendPredictor(PredictorBase):
         allowed = ALL_EXPERTS if temporal else SPATIAL_EXPERTS
         if version not in VERSIONS or bias > 1 or power not in (2, 3) \
                 or not 0 < experts <= allowed or flags > 7 or (version == 2 and not 0 < flags < 4) \
-                or (version == WIDE_VERSION) != wide:
+                or (version in (WIDE_VERSION, LONG_VERSION)) != wide:
             raise ValueError("bad blend parameter block")
         (n_ls,) = struct.unpack_from("<H", blob, pos)
         ls = LS3DPredictor.from_params(blob[pos + 2:pos + 2 + n_ls])
@@ -197,7 +216,8 @@ class BlendPredictor(PredictorBase):
         k = len(OFFS_3D) + 1
         n_cls = N_BANDS - 1 + N_ACT - 1 + k * int(own.sum())
         n_t = N_T3 + N_T2 if temporal else 0
-        n_w = N_WIDE * (1 + int(wown.sum())) if wide else 0
+        n_set = N_LONG if version == LONG_VERSION else N_WIDE
+        n_w = n_set * (1 + int(wown.sum())) if wide else 0
         n_body = n_cls + n_t + n_w + (2 if masked else 0)
         if len(raw) < n_masks + 8 * n_body:
             raise ValueError("bad blend parameter block")
@@ -220,8 +240,8 @@ class BlendPredictor(PredictorBase):
         wcoef = None
         if wide:
             w0 = n_cls + n_t
-            wcoef = np.tile(body[w0:w0 + N_WIDE], (N_CLASSES, 1))
-            wcoef[wown] = body[w0 + N_WIDE:w0 + n_w].reshape(-1, N_WIDE)
+            wcoef = np.tile(body[w0:w0 + n_set], (N_CLASSES, 1))
+            wcoef[wown] = body[w0 + n_set:w0 + n_w].reshape(-1, n_set)
         return cls(ls, edges, athr, ccoef, bool(bias), power, experts, lstm, tcoef, temporal,
                    known, wcoef, wide)
 
@@ -261,11 +281,11 @@ def _sample_planes(vol4: np.ndarray):
     return take, step
 
 
-def _padded_slices(vol4, t, z, depth):
+def _padded_slices(vol4, t, z, depth, pad=PAD):
     """Slices z-depth+1..z of volume t with the in-plane padding of a chunk, flattened."""
     _, _, y_, x_ = vol4.shape
-    stack = np.zeros((depth, y_ + 4, x_ + 4), np.int64)
-    stack[:, 2:-2, 2:-2] = vol4[t, z - depth + 1:z + 1]
+    stack = np.zeros((depth, y_ + 2 * pad, x_ + 2 * pad), np.int64)
+    stack[:, pad:-pad, pad:-pad] = vol4[t, z - depth + 1:z + 1]
     return stack.ravel()
 
 
@@ -312,52 +332,81 @@ def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor, threads: int = 1):
 
 def _fit_wide_classes(vol4: np.ndarray, ls: LS3DPredictor, edges, athr, ccoef, threads: int = 1):
     """``(wcoef, pays)``: per-class wide Q12 sets (a class without enough voxels gets the set
-    fitted on all of them) and whether they beat the 15-tap class sets on the fit sample; None
-    where no voxel has two slices above it. Exact integer sums: the same on every machine."""
+    fitted on all of them) and whether they beat the 15-tap class sets on the fit sample; where
+    they cut that error below LONG_TRY_PERCENT, the long sets instead if they beat the wide ones
+    as much (version 4). None where no voxel has two slices above it. Exact integer sums: the
+    same on every machine."""
+    wide = _fit_neighbourhood_classes(vol4, edges, athr, OFFS_3D, ccoef, OFFS_WIDE, PAD, threads)
+    if wide is None:
+        return None
+    wcoef, pays, err3, errw = wide
+    if pays and errw * 100 < err3 * LONG_TRY_PERCENT:
+        longer = _fit_neighbourhood_classes(vol4, edges, athr, OFFS_WIDE, wcoef, OFFS_LONG,
+                                            LONG_PAD, threads)
+        if longer is not None and longer[1]:
+            return longer[0], True
+    return wcoef, pays
+
+
+def _fit_neighbourhood_classes(vol4, edges, athr, offs_base, base_coef, offs, pad, threads):
+    """``(coef, pays, err_base, err)``: per-class Q12 sets over the taps ``offs`` (fitted on a
+    sample of the voxels with two slices above them) and whether they pay over the sets
+    ``base_coef`` (taps ``offs_base``): absolute error below WIDE_PAYS of theirs on the same
+    sample, and the bits that buys above the extra coefficients' cost. None without such
+    voxels."""
     t_, z_, y_, x_ = vol4.shape
     planes = [(t, z) for t in range(t_) for z in range(2, z_)]
     if not planes or y_ * x_ == 0:
         return None
+    n_set = len(offs) + 1
     take = planes[:: max(1, len(planes) // 48)]
     step = max(1, int(np.ceil(np.sqrt(len(take) * y_ * x_ / MAX_WIDE_SAMPLES))))  # at most that
-    geom = PaddedGeometry(1, y_, x_, zpad=2)
-    offw = flat_offsets(OFFS_WIDE, geom)
-    k = len(OFFS_WIDE)
+    geom = PaddedGeometry(1, y_, x_, pad=pad, zpad=2)
+    offw = flat_offsets(offs, geom)
+    k = len(offs)
     shift = max(0, int(vol4.max()).bit_length() - 16)
     flat = _sample_flat(y_, x_, step, geom)
     ata, atb = split_sums(lambda part: _class_sums(vol4, part, 3, flat, geom, offw, edges, athr,
-                                                   shift), take, threads)
+                                                   shift, pad), take, threads)
     ata = _symmetric(ata)
     if ata[:, k, k].sum() < 4 * (k + 1):
         return None
     scale = vol4.shape[0] * (vol4.shape[1] - 2) / len(take) * step * step
     shared = fit_coefficients(ata.sum(axis=0), atb.sum(axis=0), shift)
-    wcoef = np.tile(shared, (N_CLASSES, 1))
+    coef = np.tile(shared, (N_CLASSES, 1))
+    min_voxels = MIN_CLASS_VOXELS * n_set // (len(OFFS_3D) + 1)  # ~3 bytes a coefficient
     for c in range(N_CLASSES):
-        if ata[c, k, k] * scale >= MIN_WIDE_VOXELS and ata[c, k, k] >= 4 * (k + 1):
-            wcoef[c] = fit_coefficients(ata[c], atb[c], shift)
-    off3 = flat_offsets(OFFS_3D, geom)
+        if ata[c, k, k] * scale >= min_voxels and ata[c, k, k] >= 4 * (k + 1):
+            coef[c] = fit_coefficients(ata[c], atb[c], shift)
+    offb = flat_offsets(offs_base, geom)
 
     def errors(part):
-        sums = [_class_errors(_padded_slices(vol4, t, z, 3), flat, geom.row, geom.plane, edges,
-                              athr, off3, ccoef, offw, wcoef) for t, z in part]
+        sums = [_class_errors(_padded_slices(vol4, t, z, 3, pad), flat, geom.row, geom.plane,
+                              edges, athr, offb, base_coef, offw, coef) for t, z in part]
         return sum(e[0] for e in sums), sum(e[1] for e in sums)
 
-    err3, errw = split_sums(errors, take, threads)
-    shared = _most_common_row(wcoef)
-    own = sum(not np.array_equal(c, shared) for c in wcoef)
-    cost = WIDE_COEF_BITS * N_WIDE * (1 + own)
+    err_base, err = split_sums(errors, take, threads)
+
+    def coefficient_bits(sets, n):
+        shared = _most_common_row(sets)
+        own = sum(not np.array_equal(c, shared) for c in sets)
+        return WIDE_COEF_BITS * n * (1 + own)
+
+    cost = coefficient_bits(coef, n_set)
+    if base_coef.shape[1] > len(OFFS_3D) + 1:  # over the wide sets: the extra coefficients
+        cost -= coefficient_bits(base_coef, base_coef.shape[1])
     voxels = vol4.shape[0] * (vol4.shape[1] - 2) * vol4.shape[2] * vol4.shape[3]
-    # bits bought ~ voxels * log2(err3 / errw) / 8 ~ voxels * (err3 - errw) / (err3 ln 2) / 8,
-    # compared in integers (ln 2 as 693.1 / 1000) so the choice is the same on every machine
-    pays = errw * WIDE_PAYS_DEN < err3 * WIDE_PAYS_NUM \
-        and voxels * (err3 - errw) * 10000 > cost * err3 * 8 * 6931
-    return wcoef, pays
+    # bits bought ~ voxels * log2(err_base / err) / 8 ~ voxels * (err_base - err) / (err_base
+    # ln 2) / 8, compared in integers (ln 2 as 693.1 / 1000): the same choice on every machine
+    pays = err * WIDE_PAYS_DEN < err_base * WIDE_PAYS_NUM \
+        and voxels * (err_base - err) * 10000 > cost * err_base * 8 * 6931
+    return coef, pays, err_base, err
 
 
 @numba.njit(cache=True, nogil=True)
 def _class_errors(vol, flat, row, plane, edges, athr, off3, ccoef, offw, wcoef):
-    """Sum of |error| (Q4) of the 15-tap and of the wide class sets on sampled voxels."""
+    """Sum of |error| (Q4) of two class sets (15-tap and wide, or wide and long) on sampled
+    voxels."""
     e3 = np.int64(0)
     ew = np.int64(0)
     for i in range(flat.size):
@@ -369,15 +418,15 @@ def _class_errors(vol, flat, row, plane, edges, athr, off3, ccoef, offw, wcoef):
     return e3, ew
 
 
-def _class_sums(vol4, part, depth, flat, geom, offs, edges, athr, shift):
+def _class_sums(vol4, part, depth, flat, geom, offs, edges, athr, shift, pad=PAD):
     """Per-class normal equations (upper triangles) of the sampled voxels of the planes in
     ``part``, with ``depth`` slices of context."""
     k = offs.size
     ata = np.zeros((N_CLASSES, k + 1, k + 1), np.int64)
     atb = np.zeros((N_CLASSES, k + 1), np.int64)
     for t, z in part:
-        _accumulate(_padded_slices(vol4, t, z, depth), flat, geom.row, geom.plane, offs, edges,
-                    athr, shift, ata, atb)
+        _accumulate(_padded_slices(vol4, t, z, depth, pad), flat, geom.row, geom.plane, offs,
+                    edges, athr, shift, ata, atb)
     return ata, atb
 
 
@@ -491,7 +540,7 @@ class _BlendChunk(ResidualChunk):
         self.off3 = flat_offsets(OFFS_3D, geom)
         self.off2 = flat_offsets(OFFS_2D, geom)
         self.offt = ref_offsets(geom.row)
-        self.offw = flat_offsets(OFFS_WIDE, geom)
+        self.offw = flat_offsets(OFFS_LONG if pred.long else OFFS_WIDE, geom)
         self.wcoef = pred.wcoef if pred.wide else np.zeros((1, 1), np.int64)
         if pred.temporal and ref is not None:
             self.ref, self.ct3, self.ct2 = ref, pred.tcoef[0], pred.tcoef[1]
@@ -502,8 +551,8 @@ class _BlendChunk(ResidualChunk):
             self.ct2 = np.zeros(N_T2, np.int64)
             self.experts = pred.experts & SPATIAL_EXPERTS or 1
         self.row, self.plane, self.vmax = geom.row, geom.plane, vmax
-        if geom.pad != PAD:
-            raise ValueError("medzip-blend needs the default padding")
+        if geom.pad != pred.pad:
+            raise ValueError("medzip-blend needs the padding of its version")
         # per voxel, per expert: |error| >> err_shift, in a ring of ERR_RING columns per row
         self.err = np.zeros(geom.shape[0] * geom.shape[1] * ERR_RING * N_EXPERTS, np.uint8)
         self.err_shift = max(0, int(vmax).bit_length() - 12)
