@@ -110,8 +110,8 @@ def test_wide_class_sets_are_chosen_where_they_pay():
 
 def test_long_class_sets_are_chosen_on_interpolated_mr(monkeypatch):
     """On real MR reconstructed from zero-filled k-space (the blend4 golden crop) the encoder
-    fits the long class sets, they pay over the wide ones (their parameter bytes included) and
-    the stream is version 4 with the wider chunk padding; on the bundled DWI b0 sample, which is
+    fits the long class sets and their in-slice set, they pay over the wide sets (parameter
+    bytes included) and the stream is version 4 with the wider chunk padding; on the bundled DWI b0 sample, which is
     not interpolated, it does not use them."""
     from conftest import GOLDEN
     from medzip.predictors import blend
@@ -130,9 +130,13 @@ def test_long_class_sets_are_chosen_on_interpolated_mr(monkeypatch):
     def total(p):
         return _bits(p, vol4[0], vmax) + 8 * len(p.params())
 
-    assert total(pred) < 0.97 * total(wide)  # 4 % on this small crop
+    assert total(pred) < 0.95 * total(wide)
+    assert pred.scoef.shape == (blend.N_LONG_SLICE,)  # the in-slice set that comes with them
     again = BlendPredictor.from_params(pred.params())
     assert again.long and np.array_equal(again.wcoef, pred.wcoef)
+    assert np.array_equal(again.scoef, pred.scoef)
+    with pytest.raises(ValueError):  # a long predictor without its in-slice set
+        BlendPredictor(pred.ls, pred.edges, pred.athr, pred.ccoef, wcoef=pred.wcoef, wide=True)
     monkeypatch.undo()
     assert not BlendPredictor.fit(mapped_volume(sample_array()).astype(np.int32)).long
 

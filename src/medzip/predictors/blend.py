@@ -40,7 +40,8 @@ from ..intlstm import gate_sums
 from ..intmath import floor_div_clip
 from ..scheduling import PAD, PaddedGeometry
 from .bias import bias_update, new_statistics, store_corrected
-from .ls3d import FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, fit_coefficients, flat_offsets
+from .ls3d import (FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, fit_coefficients, fit_tap_set,
+                   flat_offsets)
 from .base import PredictorBase, ResidualChunk
 from .contexts import activity_bucket, residual_activity
 from .lstm import N_FEATURES, LSTMPredictor, _step_outputs, voxel_features
@@ -101,6 +102,10 @@ OFFS_LONG = OFFS_WIDE + [
     (0, dy, dx) for dy in range(-4, 1) for dx in range(-4, 5)
     if dx + 2 * dy < 0 and max(abs(dy), abs(dx)) > 2]
 N_LONG = len(OFFS_LONG) + 1
+# With the long sets comes one in-slice set of their in-slice taps (36): the blend's in-slice
+# expert p2 on every slice, and so the whole prediction on a chunk's first slice.
+OFFS_LONG_SLICE = [o for o in OFFS_LONG if o[0] == 0]
+N_LONG_SLICE = len(OFFS_LONG_SLICE) + 1
 LONG_PAD = 4  # chunk padding the long sets need in y and x
 LONG_TRY_PERCENT = 90
 WIDE_COEF_BITS = 24
@@ -116,7 +121,7 @@ class BlendPredictor(PredictorBase):
     def __init__(self, ls: LS3DPredictor, edges, athr, ccoef, bias_cancel: bool = True,
                  power: int = 3, experts: int = ALL_EXPERTS, lstm: ModelFile | None = None,
                  tcoef=None, temporal: bool = False, known: np.ndarray | None = None,
-                 wcoef=None, wide: bool = False):
+                 wcoef=None, wide: bool = False, scoef=None):
         self.ls = ls
         self.edges = np.asarray(edges, np.int64)  # N_BANDS - 1 intensity band edges
         self.athr = np.asarray(athr, np.int64)  # N_ACT - 1 activity thresholds
@@ -139,6 +144,9 @@ class BlendPredictor(PredictorBase):
             raise ValueError("bad wide coefficient sets")
         # long sets (version 4) read four pixels out: chunks get a wider zero border
         self.long = self.wide and self.wcoef.shape[1] == N_LONG
+        self.scoef = None if scoef is None else np.asarray(scoef, np.int64)
+        if self.long and (self.scoef is None or self.scoef.shape != (N_LONG_SLICE,)):
+            raise ValueError("long class sets need their in-slice set")
         self.pad = LONG_PAD if self.long else PAD
         self.version = LONG_VERSION if self.long else WIDE_VERSION if self.wide else \
             TEMPORAL_VERSION if self.temporal or known is not None else VERSION
@@ -159,7 +167,7 @@ class BlendPredictor(PredictorBase):
         """The same fit with other coding options (levels 7-9 try a few)."""
         opts = dict(bias_cancel=self.bias_cancel, power=self.power, experts=self.experts,
                     lstm=self.lstm, tcoef=self.tcoef, temporal=self.temporal,
-                    known=self.known_plane, wcoef=self.wcoef, wide=self.wide)
+                    known=self.known_plane, wcoef=self.wcoef, wide=self.wide, scoef=self.scoef)
         opts.update(kw)
         return BlendPredictor(self.ls, self.edges, self.athr, self.ccoef, **opts)
 
@@ -174,6 +182,8 @@ class BlendPredictor(PredictorBase):
             wown = np.array([not np.array_equal(c, shared) for c in self.wcoef], bool)
             parts += [shared, self.wcoef[wown].ravel()]
             masks += np.packbits(wown).tobytes()
+            if self.long:
+                parts.append(self.scoef)
         if self.known_plane is not None:
             parts.append(np.array(self.known_plane.shape, np.int64))
         body = np.concatenate(parts).astype("<i8").tobytes()
@@ -217,7 +227,8 @@ class BlendPredictor(PredictorBase):
         n_cls = N_BANDS - 1 + N_ACT - 1 + k * int(own.sum())
         n_t = N_T3 + N_T2 if temporal else 0
         n_set = N_LONG if version == LONG_VERSION else N_WIDE
-        n_w = n_set * (1 + int(wown.sum())) if wide else 0
+        n_slice = N_LONG_SLICE if version == LONG_VERSION else 0
+        n_w = n_set * (1 + int(wown.sum())) + n_slice if wide else 0
         n_body = n_cls + n_t + n_w + (2 if masked else 0)
         if len(raw) < n_masks + 8 * n_body:
             raise ValueError("bad blend parameter block")
@@ -237,13 +248,14 @@ class BlendPredictor(PredictorBase):
         ccoef = np.tile(ls.coef3, (N_CLASSES, 1))
         ccoef[own] = body[N_BANDS + N_ACT - 2:n_cls].reshape(-1, k)
         tcoef = (body[n_cls:n_cls + N_T3], body[n_cls + N_T3:n_cls + n_t]) if temporal else None
-        wcoef = None
+        wcoef = scoef = None
         if wide:
             w0 = n_cls + n_t
             wcoef = np.tile(body[w0:w0 + n_set], (N_CLASSES, 1))
-            wcoef[wown] = body[w0 + n_set:w0 + n_w].reshape(-1, n_set)
+            wcoef[wown] = body[w0 + n_set:w0 + n_w - n_slice].reshape(-1, n_set)
+            scoef = body[w0 + n_w - n_slice:w0 + n_w] if n_slice else None
         return cls(ls, edges, athr, ccoef, bool(bias), power, experts, lstm, tcoef, temporal,
-                   known, wcoef, wide)
+                   known, wcoef, wide, scoef)
 
     # -- encoder-side fit -------------------------------------------------------------------
     @classmethod
@@ -263,6 +275,8 @@ class BlendPredictor(PredictorBase):
         if fitted is not None:
             kw.setdefault("wcoef", fitted[0])
             kw.setdefault("wide", fitted[1])
+            if fitted[0].shape[1] == N_LONG:
+                kw.setdefault("scoef", fit_tap_set(vol4, OFFS_LONG_SLICE, False, threads))
         return cls(ls, edges, athr, ccoef, **kw)
 
     def start_chunk(self, geom: PaddedGeometry, vmax: int, ref: np.ndarray | None = None):
@@ -541,6 +555,9 @@ class _BlendChunk(ResidualChunk):
         self.off2 = flat_offsets(OFFS_2D, geom)
         self.offt = ref_offsets(geom.row)
         self.offw = flat_offsets(OFFS_LONG if pred.long else OFFS_WIDE, geom)
+        # the in-slice set of long streams (version 4); one element: none
+        self.offs = flat_offsets(OFFS_LONG_SLICE, geom) if pred.long else np.zeros(1, np.int64)
+        self.scoef = pred.scoef if pred.long else np.zeros(1, np.int64)
         self.wcoef = pred.wcoef if pred.wide else np.zeros((1, 1), np.int64)
         if pred.temporal and ref is not None:
             self.ref, self.ct3, self.ct2 = ref, pred.tcoef[0], pred.tcoef[1]
@@ -566,7 +583,7 @@ class _BlendChunk(ResidualChunk):
         _blend_predict(vol, self.ref, self.res, self.err, flat, zloc, self.off3, p.ls.coef3,
                        self.off2, p.ls.coef2, p.ccoef, p.edges, p.athr, self.offt, self.ct3,
                        self.ct2, self.row, self.plane, self.vmax, p.power, self.experts,
-                       self.offw, self.wcoef, p.bias_cancel, self.bc_sum, self.bc_cnt, mu, bucket,
+                       self.offw, self.wcoef, self.offs, self.scoef, p.bias_cancel, self.bc_sum, self.bc_cnt, mu, bucket,
                        self._ctx, self._corr, self._pred)
         return mu, bucket
 
@@ -588,7 +605,8 @@ class _BlendChunk(ResidualChunk):
         _blend_lstm_inputs(vol, self.ref, self.res, self.err, flat, zloc, self.off3, p.ls.coef3,
                            self.off2, p.ls.coef2, p.ccoef, p.edges, p.athr, self.offt, self.ct3,
                            self.ct2, self.row, self.plane, self.vmax, p.power, self.experts,
-                           self.offw, self.wcoef, hs, xh, u, base, self._pred)
+                           self.offw, self.wcoef, self.offs, self.scoef, hs, xh, u, base,
+                           self._pred)
         return u, base
 
     def advance_experts(self, vol, flat) -> None:
@@ -681,11 +699,13 @@ def _med(w, n, nw):
 
 @numba.njit(cache=True, inline="always")
 def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt, ct3, ct2, row,
-               plane, vmax, power, experts, offw, wcoef, pred, e):
+               plane, vmax, power, experts, offw, wcoef, offs, sc, pred, e):
     """The experts' Q4 predictions (into ``pred``) and their error-weighted mean, in [0, vmax].
 
     ``ref`` (the previous volume, padded like ``vol``) is read only when ``experts`` has the
-    temporal bits set; ``wcoef`` (wide class sets) only when it has more than one column."""
+    temporal bits set; ``wcoef`` (wide class sets) only when it has more than one column;
+    ``sc`` (the in-slice set of long streams, taps ``offs``) only when it has more than one
+    element: it replaces the 6-tap in-slice set ``c2``."""
     ne = N_EXPERTS
     w = np.int64(vol[f - 1])
     n = np.int64(vol[f - row])
@@ -714,10 +734,12 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
         for k in range(off3.size, offc.size):
             a1 += cc[k] * np.int64(vol[f + offc[k]])
         p0, p1, p2 = _q4(a0), _q4(a1), _q4(a2)
+        if sc.size > 1:
+            p2 = _lin_q4(vol, f, offs, sc)
         pv = np.int64(vol[f - plane])
         p3 = 16 * pv + 8 * ((w - vol[f - plane - 1]) + (n - vol[f - plane - row]))
     else:
-        p2 = _lin_q4(vol, f, off2, c2)
+        p2 = _lin_q4(vol, f, offs, sc) if sc.size > 1 else _lin_q4(vol, f, off2, c2)
         p0 = p2
         p1 = p2
         p3 = med
@@ -778,14 +800,15 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
 
 @numba.njit(cache=True)
 def _blend_predict(vol, ref, res, err, flat, zloc, off3, c3, off2, c2, ccoef, edges, athr, offt,
-                   ct3, ct2, row, plane, vmax, power, experts, offw, wcoef, bias_cancel, bc_sum,
-                   bc_cnt, mu_out, b_out, ctx_out, corr_out, pred_out):
+                   ct3, ct2, row, plane, vmax, power, experts, offw, wcoef, offs, sc, bias_cancel,
+                   bc_sum, bc_cnt, mu_out, b_out, ctx_out, corr_out, pred_out):
     e = np.empty(N_EXPERTS, np.int64)
     for i in range(flat.size):
         f = flat[i]
         z = zloc[i]
         mu = blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt, ct3,
-                        ct2, row, plane, vmax, power, experts, offw, wcoef, pred_out[i], e)
+                        ct2, row, plane, vmax, power, experts, offw, wcoef, offs, sc, pred_out[i],
+                        e)
         b = activity_bucket(residual_activity(res, f, z, row, plane))
         store_corrected(vol, f, z, row, plane, mu, b, vmax, bias_cancel, bc_sum, bc_cnt, i,
                         mu_out, b_out, ctx_out, corr_out)
@@ -793,8 +816,8 @@ def _blend_predict(vol, ref, res, err, flat, zloc, off3, c3, off2, c2, ccoef, ed
 
 @numba.njit(cache=True)
 def _blend_lstm_inputs(vol, ref, els, err, flat, zloc, off3, c3, off2, c2, ccoef, edges, athr,
-                       offt, ct3, ct2, row, plane, vmax, power, experts, offw, wcoef, hs, xh, u_out,
-                       base_out, pred_out):
+                       offt, ct3, ct2, row, plane, vmax, power, experts, offw, wcoef, offs, sc, hs,
+                       xh, u_out, base_out, pred_out):
     """As lstm._step_inputs, with the blend as the base prediction the network corrects."""
     n_in = xh.shape[1] - hs.shape[1]
     feats = np.empty(N_FEATURES, np.int64)
@@ -803,7 +826,8 @@ def _blend_lstm_inputs(vol, ref, els, err, flat, zloc, off3, c3, off2, c2, ccoef
         f = flat[i]
         z = zloc[i]
         base = blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt, ct3,
-                          ct2, row, plane, vmax, power, experts, offw, wcoef, pred_out[i], e)
+                          ct2, row, plane, vmax, power, experts, offw, wcoef, offs, sc,
+                          pred_out[i], e)
         u_out[i] = voxel_features(vol, els, f, z, base, row, plane, off3, vmax, feats)
         base_out[i] = base
         for k in range(n_in):

@@ -57,15 +57,16 @@ class LS3DPredictor(PredictorBase):
     @classmethod
     def fit(cls, vol4: np.ndarray, threads: int = 1) -> "LS3DPredictor":
         """``threads``: split the fit's sums between threads (the same coefficients)."""
-        return cls(_fit(vol4, OFFS_3D, need_prev=True, threads=threads),
-                   _fit(vol4, OFFS_2D, need_prev=False, threads=threads))
+        return cls(fit_tap_set(vol4, OFFS_3D, need_prev=True, threads=threads),
+                   fit_tap_set(vol4, OFFS_2D, need_prev=False, threads=threads))
 
     def start_chunk(self, geom: PaddedGeometry, vmax: int) -> "_LSChunk":
         return _LSChunk(self, geom, vmax)
 
 
-def _fit(vol4: np.ndarray, offsets, need_prev: bool, threads: int = 1) -> np.ndarray:
-    """Least-squares Q12 coefficients (+ bias) from a deterministic sample of the volume."""
+def fit_tap_set(vol4: np.ndarray, offsets, need_prev: bool, threads: int = 1) -> np.ndarray:
+    """Least-squares Q12 coefficients (+ bias) of the taps ``offsets`` (``(dz, dy, dx)``, dz 0
+    or -1) from a deterministic sample of the volume."""
     t_, z_, y_, x_ = vol4.shape
     k = len(offsets)
     z_lo = 1 if need_prev else 0
@@ -76,18 +77,20 @@ def _fit(vol4: np.ndarray, offsets, need_prev: bool, threads: int = 1) -> np.nda
     step = max(1, int(np.sqrt(len(take) * y_ * x_ / MAX_FIT_SAMPLES)))
     shift = max(0, int(vol4.max()).bit_length() - 16)  # keep integer products far from overflow
 
+    p = max([2] + [max(abs(dy), abs(dx)) for _, dy, dx in offsets])  # zero border
+
     def normal_equations(part):
         ata = np.zeros((k + 1, k + 1), np.int64)
         atb = np.zeros(k + 1, np.int64)
         for t, z in part:
-            pair = np.zeros((2, y_ + 4, x_ + 4), np.int64)
-            pair[1, 2:-2, 2:-2] = vol4[t, z] >> shift
+            pair = np.zeros((2, y_ + 2 * p, x_ + 2 * p), np.int64)
+            pair[1, p:-p, p:-p] = vol4[t, z] >> shift
             if z > 0:
-                pair[0, 2:-2, 2:-2] = vol4[t, z - 1] >> shift
-            ys = slice(2, y_ + 2, step)
-            xs = slice(2, x_ + 2, step)
+                pair[0, p:-p, p:-p] = vol4[t, z - 1] >> shift
+            ys = slice(p, y_ + p, step)
+            xs = slice(p, x_ + p, step)
             target = pair[1, ys, xs].ravel()
-            cols = [pair[1 + dz, 2 + dy: y_ + 2 + dy: step, 2 + dx: x_ + 2 + dx: step].ravel()
+            cols = [pair[1 + dz, p + dy: y_ + p + dy: step, p + dx: x_ + p + dx: step].ravel()
                     for dz, dy, dx in offsets]
             a = np.stack(cols + [np.ones_like(target)], axis=1)
             g, h = exact_gram(a, target)
