@@ -131,14 +131,52 @@ def test_long_class_sets_are_chosen_on_interpolated_mr(monkeypatch):
         return _bits(p, vol4[0], vmax) + 8 * len(p.params())
 
     assert total(pred) < 0.95 * total(wide)
-    assert pred.scoef.shape == (blend.N_LONG_SLICE,)  # the in-slice set that comes with them
+    assert pred.in_slice and pred.scoef.shape == (blend.N_LONG_SLICE,)  # comes with them
     again = BlendPredictor.from_params(pred.params())
-    assert again.long and np.array_equal(again.wcoef, pred.wcoef)
+    assert again.long and again.in_slice and np.array_equal(again.wcoef, pred.wcoef)
     assert np.array_equal(again.scoef, pred.scoef)
-    with pytest.raises(ValueError):  # a long predictor without its in-slice set
-        BlendPredictor(pred.ls, pred.edges, pred.athr, pred.ccoef, wcoef=pred.wcoef, wide=True)
     monkeypatch.undo()
     assert not BlendPredictor.fit(mapped_volume(sample_array()).astype(np.int32)).long
+
+
+def test_version_4_flags_are_checked():
+    """Version 4 streams carry the long sets (flag 8, only with the wide flag 4) and / or the
+    in-slice set (flag 16); parameter blocks that break those rules are refused, and every
+    combination the encoder can write reads back equal."""
+    from conftest import GOLDEN
+    from medzip.predictors import blend
+
+    arr = medzip.decompress(
+        (GOLDEN / "blend4" / "mr_dwi_b0_zerofilled_6x64x64_u2.mzp").read_bytes())
+    pred = BlendPredictor.fit(mapped_volume(arr).astype(np.int32))
+    variants = {(True, True): pred, (False, True): pred.variant(wide=False),
+                (True, False): pred.variant(in_slice=False)}
+    for (wide, in_slice), p in variants.items():
+        assert (p.wide, p.in_slice, p.version) == (wide, in_slice, blend.LONG_VERSION
+                                                   if p.long or in_slice else 1)
+        again = BlendPredictor.from_params(p.params())
+        assert again.params() == p.params() and again.pad == p.pad == blend.LONG_PAD
+    blob = bytearray(pred.params())
+    assert blob[0] == 4 and blob[4] == blend.FLAG_WIDE | blend.FLAG_LONG | blend.FLAG_SLICE
+    for flags in (0, blend.FLAG_LONG, blend.FLAG_LONG | blend.FLAG_SLICE, 32):
+        forged = bytes(blob[:4]) + bytes([flags]) + bytes(blob[5:])
+        with pytest.raises(ValueError):
+            BlendPredictor.from_params(forged)
+
+
+def test_level_9_tries_the_in_slice_set_with_wide_sets():
+    """On real cine MR (wide sets on at level 5) level 9 also codes the wide sets plus the
+    in-slice set, a version 4 stream, and keeps the smaller stream."""
+    from conftest import GOLDEN
+
+    arr = medzip.decompress((GOLDEN / "blend3" / "mr_heart_10x64x64_u1.mzp").read_bytes())
+    vol4 = mapped_volume(arr).astype(np.int32)
+    from medzip.predictors.registry import fit_candidates
+    cands = [c[0] for c in fit_candidates("medzip-blend", vol4, 9)]
+    assert [c.in_slice and c.wide and not c.long for c in cands].count(True) == 1
+    nine = medzip.compress(arr, level=9, fallback=False)
+    assert len(nine) <= len(medzip.compress(arr, level=5, fallback=False))
+    np.testing.assert_array_equal(medzip.decompress(nine), arr)
 
 
 def test_damaged_blend_chunks_are_reported_as_corruption(clipped):

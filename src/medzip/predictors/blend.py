@@ -54,9 +54,9 @@ NAME = "medzip-blend"
 VERSION = 1  # written when the previous-volume context is off (3-D volumes, most DWI)
 TEMPORAL_VERSION = 2  # version 1 + previous-volume experts and/or a padding mask (flags)
 WIDE_VERSION = 3  # version 2's layout with the wide class sets (flag 4) on
-LONG_VERSION = 4  # version 3 with the long class sets (OFFS_LONG) as its wide sets
+LONG_VERSION = 4  # version 2's layout with flag 8 (long class sets) and / or 16 (in-slice set)
 VERSIONS = (VERSION, TEMPORAL_VERSION, WIDE_VERSION, LONG_VERSION)
-FLAG_TEMPORAL, FLAG_MASK, FLAG_WIDE = 1, 2, 4
+FLAG_TEMPORAL, FLAG_MASK, FLAG_WIDE, FLAG_LONG, FLAG_SLICE = 1, 2, 4, 8, 16
 MAX_MASK_PIXELS = 1 << 26  # a plane of up to 8192 x 8192
 N_BANDS = 4
 N_ACT = 3
@@ -102,8 +102,9 @@ OFFS_LONG = OFFS_WIDE + [
     (0, dy, dx) for dy in range(-4, 1) for dx in range(-4, 5)
     if dx + 2 * dy < 0 and max(abs(dy), abs(dx)) > 2]
 N_LONG = len(OFFS_LONG) + 1
-# With the long sets comes one in-slice set of their in-slice taps (36): the blend's in-slice
-# expert p2 on every slice, and so the whole prediction on a chunk's first slice.
+# The in-slice set (version 4, FLAG_SLICE): one set over the long sets' 36 in-slice taps, the
+# blend's in-slice expert p2 on every slice and so the whole prediction on a chunk's first
+# slice. It comes with the long sets; levels 7-9 also try it with the wide sets.
 OFFS_LONG_SLICE = [o for o in OFFS_LONG if o[0] == 0]
 N_LONG_SLICE = len(OFFS_LONG_SLICE) + 1
 LONG_PAD = 4  # chunk padding the long sets need in y and x
@@ -121,7 +122,7 @@ class BlendPredictor(PredictorBase):
     def __init__(self, ls: LS3DPredictor, edges, athr, ccoef, bias_cancel: bool = True,
                  power: int = 3, experts: int = ALL_EXPERTS, lstm: ModelFile | None = None,
                  tcoef=None, temporal: bool = False, known: np.ndarray | None = None,
-                 wcoef=None, wide: bool = False, scoef=None):
+                 wcoef=None, wide: bool = False, scoef=None, in_slice: bool = False):
         self.ls = ls
         self.edges = np.asarray(edges, np.int64)  # N_BANDS - 1 intensity band edges
         self.athr = np.asarray(athr, np.int64)  # N_ACT - 1 activity thresholds
@@ -144,11 +145,15 @@ class BlendPredictor(PredictorBase):
             raise ValueError("bad wide coefficient sets")
         # long sets (version 4) read four pixels out: chunks get a wider zero border
         self.long = self.wide and self.wcoef.shape[1] == N_LONG
+        # the in-slice set (N_LONG_SLICE coefficients), and whether this stream uses it
         self.scoef = None if scoef is None else np.asarray(scoef, np.int64)
-        if self.long and (self.scoef is None or self.scoef.shape != (N_LONG_SLICE,)):
-            raise ValueError("long class sets need their in-slice set")
-        self.pad = LONG_PAD if self.long else PAD
-        self.version = LONG_VERSION if self.long else WIDE_VERSION if self.wide else \
+        self.in_slice = bool(in_slice) and self.scoef is not None
+        if self.scoef is not None and self.scoef.shape != (N_LONG_SLICE,):
+            raise ValueError("bad in-slice coefficient set")
+        # long and in-slice sets read four pixels out: chunks get a wider zero border
+        self.pad = LONG_PAD if self.long or self.in_slice else PAD
+        self.version = LONG_VERSION if self.long or self.in_slice else \
+            WIDE_VERSION if self.wide else \
             TEMPORAL_VERSION if self.temporal or known is not None else VERSION
         # optional row LSTM that corrects the blend (mean and scale), as medzip-lstm corrects LS
         self.lstm = lstm
@@ -167,7 +172,8 @@ class BlendPredictor(PredictorBase):
         """The same fit with other coding options (levels 7-9 try a few)."""
         opts = dict(bias_cancel=self.bias_cancel, power=self.power, experts=self.experts,
                     lstm=self.lstm, tcoef=self.tcoef, temporal=self.temporal,
-                    known=self.known_plane, wcoef=self.wcoef, wide=self.wide, scoef=self.scoef)
+                    known=self.known_plane, wcoef=self.wcoef, wide=self.wide, scoef=self.scoef,
+                    in_slice=self.in_slice)
         opts.update(kw)
         return BlendPredictor(self.ls, self.edges, self.athr, self.ccoef, **opts)
 
@@ -182,8 +188,8 @@ class BlendPredictor(PredictorBase):
             wown = np.array([not np.array_equal(c, shared) for c in self.wcoef], bool)
             parts += [shared, self.wcoef[wown].ravel()]
             masks += np.packbits(wown).tobytes()
-            if self.long:
-                parts.append(self.scoef)
+        if self.in_slice:
+            parts.append(self.scoef)
         if self.known_plane is not None:
             parts.append(np.array(self.known_plane.shape, np.int64))
         body = np.concatenate(parts).astype("<i8").tobytes()
@@ -194,7 +200,8 @@ class BlendPredictor(PredictorBase):
         if self.version != VERSION:
             head += struct.pack("<B", FLAG_TEMPORAL * self.temporal
                                 + FLAG_MASK * (self.known_plane is not None)
-                                + FLAG_WIDE * self.wide)
+                                + FLAG_WIDE * self.wide + FLAG_LONG * self.long
+                                + FLAG_SLICE * self.in_slice)
         lsb = self.ls.params()
         packed = zstandard.ZstdCompressor(level=19).compress(masks + body)
         return head + struct.pack("<H", len(lsb)) + lsb + packed
@@ -204,11 +211,13 @@ class BlendPredictor(PredictorBase):
         version, bias, power, experts = struct.unpack_from("<BBBB", blob)
         flags, pos = (struct.unpack_from("<B", blob, 4)[0], 5) if version != VERSION else (0, 4)
         temporal, masked = bool(flags & FLAG_TEMPORAL), bool(flags & FLAG_MASK)
-        wide = bool(flags & FLAG_WIDE)
+        wide, long, in_slice = (bool(flags & FLAG_WIDE), bool(flags & FLAG_LONG),
+                                bool(flags & FLAG_SLICE))
         allowed = ALL_EXPERTS if temporal else SPATIAL_EXPERTS
         if version not in VERSIONS or bias > 1 or power not in (2, 3) \
-                or not 0 < experts <= allowed or flags > 7 or (version == 2 and not 0 < flags < 4) \
-                or (version in (WIDE_VERSION, LONG_VERSION)) != wide:
+                or not 0 < experts <= allowed or flags > 31 or (version == 2 and not 0 < flags < 4) \
+                or (version == WIDE_VERSION and not 4 <= flags < 8) \
+                or (version == LONG_VERSION and not (long or in_slice)) or (long and not wide):
             raise ValueError("bad blend parameter block")
         (n_ls,) = struct.unpack_from("<H", blob, pos)
         ls = LS3DPredictor.from_params(blob[pos + 2:pos + 2 + n_ls])
@@ -226,10 +235,10 @@ class BlendPredictor(PredictorBase):
         k = len(OFFS_3D) + 1
         n_cls = N_BANDS - 1 + N_ACT - 1 + k * int(own.sum())
         n_t = N_T3 + N_T2 if temporal else 0
-        n_set = N_LONG if version == LONG_VERSION else N_WIDE
-        n_slice = N_LONG_SLICE if version == LONG_VERSION else 0
-        n_w = n_set * (1 + int(wown.sum())) + n_slice if wide else 0
-        n_body = n_cls + n_t + n_w + (2 if masked else 0)
+        n_set = N_LONG if long else N_WIDE
+        n_w = n_set * (1 + int(wown.sum())) if wide else 0
+        n_slice = N_LONG_SLICE if in_slice else 0
+        n_body = n_cls + n_t + n_w + n_slice + (2 if masked else 0)
         if len(raw) < n_masks + 8 * n_body:
             raise ValueError("bad blend parameter block")
         body = np.frombuffer(raw, "<i8", count=n_body, offset=n_masks).astype(np.int64)
@@ -249,13 +258,14 @@ class BlendPredictor(PredictorBase):
         ccoef[own] = body[N_BANDS + N_ACT - 2:n_cls].reshape(-1, k)
         tcoef = (body[n_cls:n_cls + N_T3], body[n_cls + N_T3:n_cls + n_t]) if temporal else None
         wcoef = scoef = None
+        w0 = n_cls + n_t
         if wide:
-            w0 = n_cls + n_t
             wcoef = np.tile(body[w0:w0 + n_set], (N_CLASSES, 1))
-            wcoef[wown] = body[w0 + n_set:w0 + n_w - n_slice].reshape(-1, n_set)
-            scoef = body[w0 + n_w - n_slice:w0 + n_w] if n_slice else None
+            wcoef[wown] = body[w0 + n_set:w0 + n_w].reshape(-1, n_set)
+        if in_slice:
+            scoef = body[w0 + n_w:w0 + n_w + n_slice]
         return cls(ls, edges, athr, ccoef, bool(bias), power, experts, lstm, tcoef, temporal,
-                   known, wcoef, wide, scoef)
+                   known, wcoef, wide, scoef, in_slice)
 
     # -- encoder-side fit -------------------------------------------------------------------
     @classmethod
@@ -275,8 +285,9 @@ class BlendPredictor(PredictorBase):
         if fitted is not None:
             kw.setdefault("wcoef", fitted[0])
             kw.setdefault("wide", fitted[1])
-            if fitted[0].shape[1] == N_LONG:
-                kw.setdefault("scoef", fit_tap_set(vol4, OFFS_LONG_SLICE, False, threads))
+            if fitted[0].shape[1] == N_LONG:  # the long sets come with the in-slice set
+                kw.setdefault("scoef", fit_in_slice_set(vol4, threads))
+                kw.setdefault("in_slice", True)
         return cls(ls, edges, athr, ccoef, **kw)
 
     def start_chunk(self, geom: PaddedGeometry, vmax: int, ref: np.ndarray | None = None):
@@ -285,6 +296,11 @@ class BlendPredictor(PredictorBase):
         if self.lstm is not None:
             return _BlendLSTMChunk(self, geom, vmax, ref)
         return _BlendChunk(self, geom, vmax, ref)
+
+
+def fit_in_slice_set(vol4: np.ndarray, threads: int = 1) -> np.ndarray:
+    """The in-slice set (FLAG_SLICE): Q12 least squares over OFFS_LONG_SLICE, on every slice."""
+    return fit_tap_set(vol4, OFFS_LONG_SLICE, need_prev=False, threads=threads)
 
 
 def _sample_planes(vol4: np.ndarray):
@@ -555,9 +571,10 @@ class _BlendChunk(ResidualChunk):
         self.off2 = flat_offsets(OFFS_2D, geom)
         self.offt = ref_offsets(geom.row)
         self.offw = flat_offsets(OFFS_LONG if pred.long else OFFS_WIDE, geom)
-        # the in-slice set of long streams (version 4); one element: none
-        self.offs = flat_offsets(OFFS_LONG_SLICE, geom) if pred.long else np.zeros(1, np.int64)
-        self.scoef = pred.scoef if pred.long else np.zeros(1, np.int64)
+        # the in-slice set (version 4, FLAG_SLICE); one element: none
+        self.offs = flat_offsets(OFFS_LONG_SLICE, geom) if pred.in_slice \
+            else np.zeros(1, np.int64)
+        self.scoef = pred.scoef if pred.in_slice else np.zeros(1, np.int64)
         self.wcoef = pred.wcoef if pred.wide else np.zeros((1, 1), np.int64)
         if pred.temporal and ref is not None:
             self.ref, self.ct3, self.ct2 = ref, pred.tcoef[0], pred.tcoef[1]
@@ -583,7 +600,8 @@ class _BlendChunk(ResidualChunk):
         _blend_predict(vol, self.ref, self.res, self.err, flat, zloc, self.off3, p.ls.coef3,
                        self.off2, p.ls.coef2, p.ccoef, p.edges, p.athr, self.offt, self.ct3,
                        self.ct2, self.row, self.plane, self.vmax, p.power, self.experts,
-                       self.offw, self.wcoef, self.offs, self.scoef, p.bias_cancel, self.bc_sum, self.bc_cnt, mu, bucket,
+                       self.offw, self.wcoef, self.offs, self.scoef, p.bias_cancel, self.bc_sum,
+                       self.bc_cnt, mu, bucket,
                        self._ctx, self._corr, self._pred)
         return mu, bucket
 
