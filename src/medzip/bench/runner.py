@@ -6,8 +6,6 @@ it does not take) is ``skipped`` with the reason. Nothing here raises for a code
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import re
 import sys
@@ -18,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..heap import release_free_heap
 from .codecs import Codec, Unsupported
 
 
@@ -119,17 +118,6 @@ class _RssPeak:
     """
 
     method = "rss-hwm"
-    _trim = None
-
-    @classmethod
-    def _release_free_heap(cls) -> None:
-        if cls._trim is None:
-            try:
-                cls._trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-            except (OSError, AttributeError):
-                cls._trim = False
-        if cls._trim:
-            cls._trim(0)
 
     @staticmethod
     def usable() -> bool:
@@ -152,7 +140,7 @@ class _RssPeak:
         return hwm, rss
 
     def __enter__(self):
-        self._release_free_heap()
+        release_free_heap()
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         self.base = self._read()[1]

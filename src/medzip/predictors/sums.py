@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from ..heap import release_free_heap
+
 MAX_FIT_THREADS = 4  # the fits sample at most a few dozen slices: more threads buy nothing
 
 
@@ -28,6 +30,7 @@ def split_sums(fn, items: list, threads: int):
     parts = [items[i::n] for i in range(n)]
     with ThreadPoolExecutor(n, thread_name_prefix="medzip-fit") as pool:
         results = list(pool.map(fn, parts))
+    release_free_heap()  # what the threads freed stays in their arenas otherwise (heap.py)
     return tuple(sum(values[1:], values[0]) for values in zip(*results))
 
 
@@ -37,7 +40,9 @@ def split_map(fn, items: list, threads: int) -> list:
     if n <= 1:
         return [fn(item) for item in items]
     with ThreadPoolExecutor(n, thread_name_prefix="medzip-fit") as pool:
-        return list(pool.map(fn, items))
+        out = list(pool.map(fn, items))
+    release_free_heap()
+    return out
 
 
 def _thread_count(threads: int, items: list) -> int:
