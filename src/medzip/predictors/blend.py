@@ -221,7 +221,8 @@ class BlendPredictor(PredictorBase):
                                 bool(flags & FLAG_SLICE))
         allowed = ALL_EXPERTS if temporal else SPATIAL_EXPERTS
         if version not in VERSIONS or bias > 1 or power not in (2, 3) \
-                or not 0 < experts <= allowed or flags > 31 or (version == 2 and not 0 < flags < 4) \
+                or not 0 < experts <= allowed or flags > 31 \
+                or (version == 2 and not 0 < flags < 4) \
                 or (version == WIDE_VERSION and not 4 <= flags < 8) \
                 or (version == LONG_VERSION and not (long or in_slice)) or (long and not wide):
             raise ValueError("bad blend parameter block")
@@ -370,8 +371,8 @@ def _fit_wide_classes(vol4: np.ndarray, ls: LS3DPredictor, edges, athr, ccoef, t
     """``(wcoef, pays)``: per-class wide Q12 sets (a class without enough voxels gets the set
     fitted on all of them) and whether they beat the 15-tap class sets on the fit sample; where
     they cut that error below LONG_TRY_PERCENT, the long sets instead if they pay over the wide
-    ones and cut their error below LONG_PAYS_PERCENT (version 4). None where no voxel has two slices above it. Exact integer sums: the
-    same on every machine."""
+    ones and cut their error below LONG_PAYS_PERCENT (version 4). None where no voxel has two
+    slices above it. Exact integer sums: the same on every machine."""
     wide = _fit_neighbourhood_classes(vol4, edges, athr, OFFS_3D, ccoef, OFFS_WIDE, PAD, threads)
     if wide is None:
         return None
