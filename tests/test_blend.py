@@ -7,9 +7,11 @@ import pytest
 import medzip
 from medzip.predictors.blend import N_CLASSES, N_WIDE, VERSION, WIDE_VERSION, BlendPredictor
 from medzip.predictors.ls3d import LS3DPredictor
+from medzip.predictors.registry import fit_candidates
 from medzip.training.data import mapped_volume
 from medzip.volume_codec import chunk_geometry, code_chunk
 
+from conftest import long_dwi, wide_heart
 from test_determinism import sample_array
 
 
@@ -93,9 +95,7 @@ def test_wide_class_sets_are_chosen_where_they_pay():
     """On real cine MR (the voxels of the blend3 golden crop) the encoder turns the wide sets on
     and they pay, their parameter bytes included; on the bundled DWI b0 sample it leaves them
     off (there they would not pay for their coefficients)."""
-    from conftest import GOLDEN
-
-    arr = medzip.decompress((GOLDEN / "blend3" / "mr_heart_10x64x64_u1.mzp").read_bytes())
+    arr = wide_heart()
     vol4 = mapped_volume(arr).astype(np.int32)
     pred = BlendPredictor.fit(vol4)
     assert pred.wide
@@ -113,11 +113,9 @@ def test_long_class_sets_are_chosen_on_interpolated_mr(monkeypatch):
     fits the long class sets and their in-slice set, they pay over the wide sets (parameter
     bytes included) and the stream is version 4 with the wider chunk padding; on the bundled DWI b0 sample, which is
     not interpolated, it does not use them."""
-    from conftest import GOLDEN
     from medzip.predictors import blend
 
-    arr = medzip.decompress(
-        (GOLDEN / "blend4" / "mr_dwi_b0_zerofilled_6x64x64_u2.mzp").read_bytes())
+    arr = long_dwi()
     vol4 = mapped_volume(arr).astype(np.int32)
     pred = BlendPredictor.fit(vol4)
     assert pred.long and pred.wide and pred.version == blend.LONG_VERSION
@@ -143,11 +141,9 @@ def test_version_4_flags_are_checked():
     """Version 4 streams carry the long sets (flag 8, only with the wide flag 4) and / or the
     in-slice set (flag 16); parameter blocks that break those rules are refused, and every
     combination the encoder can write reads back equal."""
-    from conftest import GOLDEN
     from medzip.predictors import blend
 
-    arr = medzip.decompress(
-        (GOLDEN / "blend4" / "mr_dwi_b0_zerofilled_6x64x64_u2.mzp").read_bytes())
+    arr = long_dwi()
     pred = BlendPredictor.fit(mapped_volume(arr).astype(np.int32))
     variants = {(True, True): pred, (False, True): pred.variant(wide=False),
                 (True, False): pred.variant(in_slice=False)}
@@ -167,11 +163,8 @@ def test_version_4_flags_are_checked():
 def test_level_9_tries_the_in_slice_set_with_wide_sets():
     """On real cine MR (wide sets on at level 5) level 9 also codes the wide sets plus the
     in-slice set, a version 4 stream, and keeps the smaller stream."""
-    from conftest import GOLDEN
-
-    arr = medzip.decompress((GOLDEN / "blend3" / "mr_heart_10x64x64_u1.mzp").read_bytes())
+    arr = wide_heart()
     vol4 = mapped_volume(arr).astype(np.int32)
-    from medzip.predictors.registry import fit_candidates
     cands = [c[0] for c in fit_candidates("medzip-blend", vol4, 9)]
     assert [c.in_slice and c.wide and not c.long for c in cands].count(True) == 1
     nine = medzip.compress(arr, level=9, fallback=False)

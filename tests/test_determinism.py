@@ -15,16 +15,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import medzip
 
-from conftest import EXAMPLE4D, demo_volume, example4d_head_series, example4d_masked_corner
+from conftest import (EXAMPLE4D, demo_volume, example4d_head_series, example4d_masked_corner,
+                      long_dwi, wide_heart)
 
-GOLDEN = Path(__file__).parent / "golden"
 
 ENVIRONMENTS = {
     "default": ({}, (1, 3)),
@@ -64,17 +63,6 @@ def sample():
     return sample_array()
 
 
-def _wide_heart() -> np.ndarray:
-    """The blend3 golden crop of real cine MR: its level-5 stream uses the wide class sets."""
-    return medzip.decompress((GOLDEN / "blend3" / "mr_heart_10x64x64_u1.mzp").read_bytes())
-
-
-def _long_dwi() -> np.ndarray:
-    """The blend4 golden crop (real MR, zero-filled 2x): its level-5 stream uses the long sets."""
-    return medzip.decompress(
-        (GOLDEN / "blend4" / "mr_dwi_b0_zerofilled_6x64x64_u2.mzp").read_bytes())
-
-
 # name -> (array maker, level, fallback): a stream of every kind the default model writes
 # (v1 at levels 1/5/9, v2 with a padding mask, v2 with the previous volume, v3 wide sets,
 # v4 long sets)
@@ -84,8 +72,8 @@ CASES = {
     "dwi_b0_level9": (sample_array, 9, True),
     "masked_epi_level5": (example4d_masked_corner, 5, True),
     "fmri_series_level5": (example4d_head_series, 5, True),
-    "wide_heart_level5": (_wide_heart, 5, False),
-    "long_dwi_level5": (_long_dwi, 5, False),
+    "wide_heart_level5": (wide_heart, 5, False),
+    "long_dwi_level5": (long_dwi, 5, False),
 }
 NEEDS_EXAMPLE4D = {"masked_epi_level5", "fmri_series_level5"}
 

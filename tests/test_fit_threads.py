@@ -12,19 +12,16 @@ from medzip.predictors.models import load_model
 from medzip.predictors.sums import split_sums
 from medzip.training.data import mapped_volume
 
-from conftest import GOLDEN, demo_volume, example4d_head_series
+from conftest import demo_volume, example4d_head_series, wide_heart
+
+VOLUMES = {"dwi_b0": demo_volume,  # noisy MR: wide sets off
+           "heart": wide_heart,  # cine MR: wide class sets on
+           "fmri_series": example4d_head_series}  # 4-D: previous-volume sets fitted
 
 
-def _real_volumes():
-    heart = medzip.decompress((GOLDEN / "blend3" / "mr_heart_10x64x64_u1.mzp").read_bytes())
-    return {"dwi_b0": demo_volume(),  # noisy MR: wide sets off
-            "heart": heart,  # cine MR: wide class sets on
-            "fmri_series": example4d_head_series()}  # 4-D: previous-volume sets fitted
-
-
-@pytest.fixture(scope="module", params=["dwi_b0", "heart", "fmri_series"])
+@pytest.fixture(scope="module", params=sorted(VOLUMES))
 def vol4(request):
-    return mapped_volume(_real_volumes()[request.param]).astype(np.int32)
+    return mapped_volume(VOLUMES[request.param]()).astype(np.int32)
 
 
 def test_blend_parameters_do_not_depend_on_fit_threads(vol4):

@@ -21,7 +21,7 @@ import pytest
 import medzip
 from medzip.errors import CorruptStreamError, MedzipError
 
-from conftest import Stream, recrc_header
+from conftest import Stream, recrc_header, wide_heart
 from test_determinism import sample_array
 
 HEADROOM = 768 << 20  # address space a child may add to what it inherited
@@ -354,8 +354,7 @@ def test_fuzzed_blend_sections_raise_only_medzip_errors():
 def test_fuzzed_wide_blend_sections_raise_only_medzip_errors():
     """The same for a version-3 stream (wide class sets: a second class mask and 42-coefficient
     sets in the parameter block): the blend3 golden crop of real cine MR, in two chunks."""
-    from conftest import GOLDEN
-    arr = medzip.decompress((GOLDEN / "blend3" / "mr_heart_10x64x64_u1.mzp").read_bytes())
+    arr = wide_heart()
     data = medzip.compress(arr, level=5, chunk_slices=5)
     vh = Stream.parse(data).header["volumes"][0]
     assert vh["model"]["name"] == "medzip-blend" and vh["model"]["version"] == 3

@@ -84,7 +84,9 @@ OFFS_WIDE = OFFS_3D + [
 N_WIDE = len(OFFS_WIDE) + 1  # taps + bias
 # (a class's own wide or long set costs ~3x or ~5x the bytes of a 16-coefficient one: it
 # needs as many times MIN_CLASS_VOXELS, _fit_neighbourhood_classes)
-MAX_WIDE_SAMPLES = 1 << 18  # 42 x 43 / 2 products per sample: an eighth of the classes' sample
+# 42 x 43 / 2 products per sample (67 x 68 / 2 for the long sets): an eighth of the classes'
+# sample
+MAX_WIDE_SAMPLES = 1 << 18
 # Used when the wide sets' absolute error on the fit sample is below this fraction of the
 # 15-tap class sets' (a margin for what the sample does not show) and the bits that buys, at
 # an eighth of what the error ratio alone would give (what the blend passed on of it on the dev
@@ -149,7 +151,7 @@ class BlendPredictor(PredictorBase):
         if self.wcoef is not None and self.wcoef.shape not in ((N_CLASSES, N_WIDE),
                                                                (N_CLASSES, N_LONG)):
             raise ValueError("bad wide coefficient sets")
-        # long sets (version 4) read four pixels out: chunks get a wider zero border
+        # long class sets (version 4, FLAG_LONG): wide sets of N_LONG coefficients
         self.long = self.wide and self.wcoef.shape[1] == N_LONG
         # the in-slice set (N_LONG_SLICE coefficients), and whether this stream uses it
         self.scoef = None if scoef is None else np.asarray(scoef, np.int64)
@@ -288,7 +290,7 @@ class BlendPredictor(PredictorBase):
             kw.setdefault("tcoef", fitted[:2])
             kw.setdefault("temporal", fitted[2])
         kw.setdefault("known", fit_known_plane(vol4))
-        fitted = _fit_wide_classes(vol4, ls, edges, athr, ccoef, threads)
+        fitted = _fit_wide_classes(vol4, edges, athr, ccoef, threads)
         if fitted is not None:
             kw.setdefault("wcoef", fitted[0])
             kw.setdefault("wide", fitted[1])
@@ -367,7 +369,7 @@ def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor, threads: int = 1):
     return edges, athr, out
 
 
-def _fit_wide_classes(vol4: np.ndarray, ls: LS3DPredictor, edges, athr, ccoef, threads: int = 1):
+def _fit_wide_classes(vol4: np.ndarray, edges, athr, ccoef, threads: int = 1):
     """``(wcoef, pays)``: per-class wide Q12 sets (a class without enough voxels gets the set
     fitted on all of them) and whether they beat the 15-tap class sets on the fit sample; where
     they cut that error below LONG_TRY_PERCENT, the long sets instead if they pay over the wide
