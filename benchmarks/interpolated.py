@@ -5,7 +5,8 @@ MR scanners commonly reconstruct on a finer grid than they acquire by zero-filli
 "interpolation" / "ZIP" option; DWI and EPI are often resampled 2x in-plane), which makes every
 slice band-limited: a long linear filter then predicts it far better than a short one. None of
 the development scans is interpolated, so this script makes such scans from real ones, 2x
-in-plane, two ways:
+in-plane (``--factors``: other grids, e.g. ``1.333x1`` for 192 phase-encoding lines stored as
+256 rows, the common one-direction case), two ways:
 
 * ``magnitude``: the stored magnitude slice's spectrum zero-filled (exactly band-limited);
 * ``complex``: the magnitude given a smooth phase (a random low-order field per slice) and
@@ -14,7 +15,7 @@ in-plane, two ways:
   that is correlated but not band-limited, so the gain there is smaller.
 
 Every stream is decoded and compared. The figures are in docs/MODELS.md ("Interpolated MR").
-Usage: python benchmarks/interpolated.py [--data DIR] [NAMES...]
+Usage: python benchmarks/interpolated.py [--data DIR] [--factors FYxFX ...] [NAMES...]
 """
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ DEFAULT = ["mr_dwi_b0_dipy_S0_10slices", "mr_emri_small_pydicom", "mr_epi_trio_a
            "mr_pasl_prisma_0001_dicomnifti", "mr_head_opendx_dxsamples"]
 
 
-def zero_filled_2x(vol: np.ndarray, mode: str = "magnitude", seed: int = 0) -> np.ndarray:
-    """Each (y, x) slice of ``vol`` reconstructed on a 2x grid from zero-filled k-space."""
+def zero_filled(vol: np.ndarray, mode: str = "magnitude", seed: int = 0,
+                factors: tuple[float, float] = (2.0, 2.0)) -> np.ndarray:
+    """Each (y, x) slice of ``vol`` reconstructed from zero-filled k-space on a grid
+    ``factors`` (y, x) times finer."""
     rng = np.random.default_rng(seed)
     sigma = _background_sigma(vol)
     out = []
@@ -47,9 +50,11 @@ def zero_filled_2x(vol: np.ndarray, mode: str = "magnitude", seed: int = 0) -> n
             img = s * np.exp(1j * phase) + sigma * (rng.normal(size=s.shape)
                                                     + 1j * rng.normal(size=s.shape))
         k = np.fft.fftshift(np.fft.fft2(img))
-        big = np.zeros((2 * y, 2 * x), complex)
-        big[y // 2:y // 2 + y, x // 2:x // 2 + x] = k
-        out.append(np.abs(np.fft.ifft2(np.fft.ifftshift(big))) * 4)
+        big_y, big_x = round(factors[0] * y), round(factors[1] * x)
+        big = np.zeros((big_y, big_x), complex)
+        oy, ox = (big_y - y) // 2, (big_x - x) // 2
+        big[oy:oy + y, ox:ox + x] = k
+        out.append(np.abs(np.fft.ifft2(np.fft.ifftshift(big))) * (big_y * big_x / (y * x)))
     top = np.iinfo(np.uint16).max
     return np.clip(np.round(np.array(out)), 0, top).astype(np.uint16)
 
@@ -82,7 +87,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", default=DEFAULT)
     ap.add_argument("--data", type=Path, default=SHARED)
+    ap.add_argument("--factors", nargs="+", default=["2x2"],
+                    help="finer grid per direction, FYxFX (default 2x2)")
     args = ap.parse_args()
+    grids = [tuple(float(f) for f in g.lower().split("x")) for g in args.factors]
     print("volume, mode, shape: bits/voxel medzip without long sets -> with (stream version); "
           "JPEG-XL e7; ratio to JPEG-XL")
     for name in args.names:
@@ -91,15 +99,16 @@ def main() -> None:
         if vol.shape[1] > 128:  # keep the 2x volume small
             vol = vol[:, ::2, ::2]
         vol = vol.astype(np.int64) - int(vol.min())
-        for mode in ("magnitude", "complex"):
-            arr = zero_filled_2x(vol, mode)
-            n = arr.size
-            off, _ = _medzip_bits(arr, False)
-            on, version = _medzip_bits(arr, True)
-            jxl = _jpegxl_bits(arr)
-            print(f"{name}, {mode}, {arr.shape}: {off / n:.3f} -> {on / n:.3f} (v{version}, "
-                  f"{on / off - 1:+.1%}); JPEG-XL {jxl / n:.3f}; {off / jxl:.3f} -> {on / jxl:.3f}",
-                  flush=True)
+        for grid in grids:
+            for mode in ("magnitude", "complex"):
+                arr = zero_filled(vol, mode, factors=grid)
+                n = arr.size
+                off, _ = _medzip_bits(arr, False)
+                on, version = _medzip_bits(arr, True)
+                jxl = _jpegxl_bits(arr)
+                print(f"{name}, {grid[0]:g}x{grid[1]:g}, {mode}, {arr.shape}: {off / n:.3f} -> "
+                      f"{on / n:.3f} (v{version}, {on / off - 1:+.1%}); JPEG-XL {jxl / n:.3f}; "
+                      f"{off / jxl:.3f} -> {on / jxl:.3f}", flush=True)
 
 
 if __name__ == "__main__":

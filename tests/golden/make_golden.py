@@ -135,10 +135,10 @@ def _zero_filled(name: str, *index) -> np.ndarray:
     """A crop of a real MR scan reconstructed 2x in-plane from zero-filled k-space, as a scanner's
     interpolation option does (benchmarks/interpolated.py, ``magnitude`` mode)."""
     sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))
-    from interpolated import zero_filled_2x
+    from interpolated import zero_filled
 
     crop = _crop(name, *index).astype(np.int64)
-    return zero_filled_2x(crop - crop.min())
+    return zero_filled(crop - crop.min())
 
 
 BLEND4_CASES = {

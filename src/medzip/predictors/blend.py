@@ -97,10 +97,15 @@ WIDE_PAYS_NUM, WIDE_PAYS_DEN = 97, 100
 # reconstructed with zero-filled k-space (a scanner's "ZIP" / "interpolation" option, DWI and
 # EPI resampled 2x) - are band-limited, and long filters predict them far better (MODELS.md
 # "Interpolated MR": simulated 2x zero-fill of real MR, least-squares |error| 7.7 -> 3.9).
-# They are fitted only where the wide sets already cut the 15-tap sets' error below
-# LONG_TRY_PERCENT (smooth, interpolated data: elsewhere they buy nothing and the fit's time is
-# saved), and used where they pay over the wide sets as the wide sets must over the 15-tap
-# ones and cut their error below LONG_PAYS_PERCENT.
+# They are fitted only where a probe - the long sets fitted on LONG_PROBE_SAMPLES voxels - cuts
+# the 15-tap sets' error below LONG_TRY_PERCENT (band-limited data; elsewhere they buy nothing
+# and the fit's time is saved). Where the wide sets pay, the long sets are used if they pay
+# over the wide sets as the wide sets must over the 15-tap ones and cut the wide sets' error
+# below LONG_PAYS_PERCENT; where the wide sets do not pay (data interpolated along y only: the
+# wide sets reach two rows up, the interpolation kernel further), by the same rule over the
+# 15-tap sets. The probe replaced a gate on the wide sets' error (below 90 % of the 15-tap
+# sets'), which missed MR zero-filled in one direction only (256 x 192 acquired, 256 x 256
+# stored, the common case): MODELS.md "Interpolated MR".
 OFFS_LONG = OFFS_WIDE + [
     (0, dy, dx) for dy in range(-4, 1) for dx in range(-4, 5)
     if dx + 2 * dy < 0 and max(abs(dy), abs(dx)) > 2]
@@ -112,6 +117,9 @@ OFFS_LONG_SLICE = [o for o in OFFS_LONG if o[0] == 0]
 N_LONG_SLICE = len(OFFS_LONG_SLICE) + 1
 LONG_PAD = 4  # chunk padding the long sets need in y and x
 LONG_TRY_PERCENT = 90
+# the probe's sample: about a tenth of the long fit's time (genuine MR reads 0.97-0.99 on it,
+# interpolated MR 0.55-0.87)
+LONG_PROBE_SAMPLES = 1 << 15
 # The long sets must also cut the wide sets' error on the fit sample below this percentage. It
 # is measured on the voxels the sets were fitted to, which favours 25 more coefficients per
 # class by a few percent even where they do not generalise (the tiled speed CT reads 0.951, the
@@ -372,34 +380,39 @@ def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor, threads: int = 1):
 def _fit_wide_classes(vol4: np.ndarray, edges, athr, ccoef, threads: int = 1):
     """``(wcoef, pays)``: per-class wide Q12 sets (a class without enough voxels gets the set
     fitted on all of them) and whether they beat the 15-tap class sets on the fit sample; where
-    they cut that error below LONG_TRY_PERCENT, the long sets instead if they pay over the wide
-    ones and cut their error below LONG_PAYS_PERCENT (version 4). None where no voxel has two
-    slices above it. Exact integer sums: the same on every machine."""
+    the probe says the data is band-limited, the long sets instead if they pay over the sets
+    that are used without them (wide where those pay, else 15-tap) and cut their error below
+    LONG_PAYS_PERCENT (version 4). None where no voxel has two slices above it. Exact integer
+    sums: the same on every machine."""
     wide = _fit_neighbourhood_classes(vol4, edges, athr, OFFS_3D, ccoef, OFFS_WIDE, PAD, threads)
     if wide is None:
         return None
-    wcoef, pays, err3, errw = wide
-    if pays and errw * 100 < err3 * LONG_TRY_PERCENT:
-        longer = _fit_neighbourhood_classes(vol4, edges, athr, OFFS_WIDE, wcoef, OFFS_LONG,
+    wcoef, pays, _, _ = wide
+    probe = _fit_neighbourhood_classes(vol4, edges, athr, OFFS_3D, ccoef, OFFS_LONG, LONG_PAD,
+                                       threads, LONG_PROBE_SAMPLES)
+    if probe is not None and probe[3] * 100 < probe[2] * LONG_TRY_PERCENT:
+        base_offs, base_coef = (OFFS_WIDE, wcoef) if pays else (OFFS_3D, ccoef)
+        longer = _fit_neighbourhood_classes(vol4, edges, athr, base_offs, base_coef, OFFS_LONG,
                                             LONG_PAD, threads)
         if longer is not None and longer[1] and longer[3] * 100 < longer[2] * LONG_PAYS_PERCENT:
             return longer[0], True
     return wcoef, pays
 
 
-def _fit_neighbourhood_classes(vol4, edges, athr, offs_base, base_coef, offs, pad, threads):
+def _fit_neighbourhood_classes(vol4, edges, athr, offs_base, base_coef, offs, pad, threads,
+                               max_samples=MAX_WIDE_SAMPLES):
     """``(coef, pays, err_base, err)``: per-class Q12 sets over the taps ``offs`` (fitted on a
-    sample of the voxels with two slices above them) and whether they pay over the sets
-    ``base_coef`` (taps ``offs_base``): absolute error below WIDE_PAYS of theirs on the same
-    sample, and the bits that buys above the extra coefficients' cost. None without such
-    voxels."""
+    sample of at most ``max_samples`` voxels with two slices above them) and whether they pay
+    over the sets ``base_coef`` (taps ``offs_base``): absolute error below WIDE_PAYS of theirs
+    on the same sample, and the bits that buys above the extra coefficients' cost. None
+    without such voxels."""
     t_, z_, y_, x_ = vol4.shape
     planes = [(t, z) for t in range(t_) for z in range(2, z_)]
     if not planes or y_ * x_ == 0:
         return None
     n_set = len(offs) + 1
     take = planes[:: max(1, len(planes) // 48)]
-    step = max(1, int(np.ceil(np.sqrt(len(take) * y_ * x_ / MAX_WIDE_SAMPLES))))  # at most that
+    step = max(1, int(np.ceil(np.sqrt(len(take) * y_ * x_ / max_samples))))  # at most that
     geom = PaddedGeometry(1, y_, x_, pad=pad, zpad=2)
     offw = flat_offsets(offs, geom)
     k = len(offs)
