@@ -14,8 +14,13 @@ in-plane (``--factors``: other grids, e.g. ``1.333x1`` for 192 phase-encoding li
   zero-filled and the magnitude taken, as a scanner does: the background becomes Rician noise
   that is correlated but not band-limited, so the gain there is smaller.
 
+``--windows fermi hamming`` also applies a k-space filter before the zero-filling (GE's default
+Fermi filter, r = 0.9 kmax, width 0.05; a Hamming window as for EPI and "raw filters"): with
+``--factors 1x1`` the scan is filtered only, smoother but not band-limited.
+
 Every stream is decoded and compared. The figures are in docs/MODELS.md ("Interpolated MR").
-Usage: python benchmarks/interpolated.py [--data DIR] [--factors FYxFX ...] [NAMES...]
+Usage: python benchmarks/interpolated.py [--data DIR] [--factors FYxFX ...]
+       [--windows none|fermi|hamming ...] [NAMES...]
 """
 from __future__ import annotations
 
@@ -34,9 +39,9 @@ DEFAULT = ["mr_dwi_b0_dipy_S0_10slices", "mr_emri_small_pydicom", "mr_epi_trio_a
 
 
 def zero_filled(vol: np.ndarray, mode: str = "magnitude", seed: int = 0,
-                factors: tuple[float, float] = (2.0, 2.0)) -> np.ndarray:
+                factors: tuple[float, float] = (2.0, 2.0), window: str = "none") -> np.ndarray:
     """Each (y, x) slice of ``vol`` reconstructed from zero-filled k-space on a grid
-    ``factors`` (y, x) times finer."""
+    ``factors`` (y, x) times finer, its acquired k-space multiplied by ``window`` first."""
     rng = np.random.default_rng(seed)
     sigma = _background_sigma(vol)
     out = []
@@ -49,7 +54,7 @@ def zero_filled(vol: np.ndarray, mode: str = "magnitude", seed: int = 0,
             phase = a[0] + a[1] * xx + a[2] * yy + a[3] * xx * yy + a[4] * xx ** 2 + a[5] * yy ** 2
             img = s * np.exp(1j * phase) + sigma * (rng.normal(size=s.shape)
                                                     + 1j * rng.normal(size=s.shape))
-        k = np.fft.fftshift(np.fft.fft2(img))
+        k = np.fft.fftshift(np.fft.fft2(img)) * _k_window(window, y, x)
         big_y, big_x = round(factors[0] * y), round(factors[1] * x)
         big = np.zeros((big_y, big_x), complex)
         oy, ox = (big_y - y) // 2, (big_x - x) // 2
@@ -57,6 +62,18 @@ def zero_filled(vol: np.ndarray, mode: str = "magnitude", seed: int = 0,
         out.append(np.abs(np.fft.ifft2(np.fft.ifftshift(big))) * (big_y * big_x / (y * x)))
     top = np.iinfo(np.uint16).max
     return np.clip(np.round(np.array(out)), 0, top).astype(np.uint16)
+
+
+def _k_window(window: str, y: int, x: int):
+    """A k-space filter over the centred spectrum of a y x x slice."""
+    if window == "none":
+        return 1.0
+    if window == "hamming":
+        return np.outer(np.hamming(y), np.hamming(x))
+    if window == "fermi":
+        r = np.hypot(*np.meshgrid(np.linspace(-1, 1, y), np.linspace(-1, 1, x), indexing="ij"))
+        return 1 / (1 + np.exp((r - 0.9) / 0.05))
+    raise SystemExit(f"unknown window {window}")
 
 
 def _background_sigma(vol: np.ndarray) -> float:
@@ -89,6 +106,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=SHARED)
     ap.add_argument("--factors", nargs="+", default=["2x2"],
                     help="finer grid per direction, FYxFX (default 2x2)")
+    ap.add_argument("--windows", nargs="+", default=["none"],
+                    choices=["none", "fermi", "hamming"], help="k-space filters (default none)")
     args = ap.parse_args()
     grids = [tuple(float(f) for f in g.lower().split("x")) for g in args.factors]
     print("volume, mode, shape: bits/voxel medzip without long sets -> with (stream version); "
@@ -100,15 +119,16 @@ def main() -> None:
             vol = vol[:, ::2, ::2]
         vol = vol.astype(np.int64) - int(vol.min())
         for grid in grids:
-            for mode in ("magnitude", "complex"):
-                arr = zero_filled(vol, mode, factors=grid)
-                n = arr.size
-                off, _ = _medzip_bits(arr, False)
-                on, version = _medzip_bits(arr, True)
-                jxl = _jpegxl_bits(arr)
-                print(f"{name}, {grid[0]:g}x{grid[1]:g}, {mode}, {arr.shape}: {off / n:.3f} -> "
-                      f"{on / n:.3f} (v{version}, {on / off - 1:+.1%}); JPEG-XL {jxl / n:.3f}; "
-                      f"{off / jxl:.3f} -> {on / jxl:.3f}", flush=True)
+            for window in args.windows:
+                for mode in ("magnitude", "complex"):
+                    arr = zero_filled(vol, mode, factors=grid, window=window)
+                    n = arr.size
+                    off, _ = _medzip_bits(arr, False)
+                    on, version = _medzip_bits(arr, True)
+                    jxl = _jpegxl_bits(arr)
+                    print(f"{name}, {grid[0]:g}x{grid[1]:g}, {window}, {mode}, {arr.shape}: "
+                          f"{off / n:.3f} -> {on / n:.3f} (v{version}, {on / off - 1:+.1%}); "
+                          f"JPEG-XL {jxl / n:.3f}; {off / jxl:.3f} -> {on / jxl:.3f}", flush=True)
 
 
 if __name__ == "__main__":
