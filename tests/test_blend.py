@@ -11,7 +11,7 @@ from medzip.predictors.registry import fit_candidates
 from medzip.training.data import mapped_volume
 from medzip.volume_codec import chunk_geometry, code_chunk
 
-from conftest import long_dwi, wide_heart
+from conftest import deep_opendx, long_dwi, wide_heart
 from test_determinism import sample_array
 
 
@@ -187,6 +187,50 @@ def test_version_4_flags_are_checked():
     blob = bytearray(pred.params())
     assert blob[0] == 4 and blob[4] == blend.FLAG_WIDE | blend.FLAG_LONG | blend.FLAG_SLICE
     for flags in (0, blend.FLAG_LONG, blend.FLAG_LONG | blend.FLAG_SLICE, 32):
+        forged = bytes(blob[:4]) + bytes([flags]) + bytes(blob[5:])
+        with pytest.raises(ValueError):
+            BlendPredictor.from_params(forged)
+
+
+def test_deep_class_sets_are_chosen_on_slice_interpolated_mr(monkeypatch):
+    """Real 3-D MR with twice the slices from zero-filled kz (the blend4deep golden crop): the
+    encoder fits the deep class sets (four slices back), they cut the coded size by more than
+    3 % (parameter bytes included; ~4.4 % on this crop), and the stream is version 4 with flag 32 and four padding
+    slices per chunk; on the bundled DWI b0 sample, stored as acquired, it does not use them."""
+    from medzip.predictors import blend
+
+    vol4 = mapped_volume(deep_opendx()).astype(np.int32)
+    pred = BlendPredictor.fit(vol4)
+    assert pred.deep and pred.wide and not pred.long and pred.version == blend.LONG_VERSION
+    assert pred.wcoef.shape == (N_CLASSES, blend.N_DEEP)
+    assert (pred.zpad, pred.zw, pred.pad) == (blend.DEEP_Z, blend.DEEP_Z, 2)
+    assert pred.params()[4] & blend.FLAG_DEEP
+    again = BlendPredictor.from_params(pred.params())
+    assert again.deep and np.array_equal(again.wcoef, pred.wcoef) and again.zpad == blend.DEEP_Z
+    monkeypatch.setattr(blend, "LONG_TRY_PERCENT", 0)  # no probe passes: the sets without them
+    without = BlendPredictor.fit(vol4)
+    assert not without.deep and without.zpad == 2
+    vmax = int(vol4.max())
+
+    def total(p):
+        return _bits(p, vol4[0], vmax) + 8 * len(p.params())
+
+    assert total(pred) < 0.97 * total(without)
+    monkeypatch.undo()
+    assert not BlendPredictor.fit(mapped_volume(sample_array()).astype(np.int32)).deep
+
+
+def test_deep_flag_is_checked():
+    """Flag 32 (deep sets) needs the wide flag and excludes the long sets (8); flags above 63
+    are refused; the deep body read with another set size is refused."""
+    from medzip.predictors import blend
+
+    pred = BlendPredictor.fit(mapped_volume(deep_opendx()).astype(np.int32))
+    blob = bytearray(pred.params())
+    assert blob[0] == 4 and blob[4] == blend.FLAG_WIDE | blend.FLAG_DEEP
+    for flags in (blend.FLAG_DEEP, blend.FLAG_WIDE | blend.FLAG_LONG | blend.FLAG_DEEP,
+                  blend.FLAG_WIDE | blend.FLAG_LONG, blend.FLAG_WIDE | blend.FLAG_SLICE,
+                  blend.FLAG_WIDE, 64 | blend.FLAG_WIDE | blend.FLAG_DEEP):
         forged = bytes(blob[:4]) + bytes([flags]) + bytes(blob[5:])
         with pytest.raises(ValueError):
             BlendPredictor.from_params(forged)

@@ -13,6 +13,8 @@
                                                       # class sets (v3), once
     python tests/golden/make_golden.py --set blend4   # an interpolated crop the encoder codes
                                                       # with long class sets (v4), once
+    python tests/golden/make_golden.py --set blend4deep  # a slice-interpolated crop coded
+                                                         # with deep class sets (v4), once
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -150,6 +152,26 @@ BLEND4_CASES = {
                              slice(32, 64)),
         {}),
 }
+
+
+def _slice_interpolated(name: str, *index) -> np.ndarray:
+    """A crop of a real scan reconstructed with twice the slices from zero-filled kz, as 3-D MR
+    with slice interpolation (benchmarks/slice_interpolation.py, ``magnitude`` mode)."""
+    sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))
+    from slice_interpolation import zero_filled_z
+
+    crop = _crop(name, *index).astype(np.int64)
+    return zero_filled_z(crop - crop.min(), 2.0, "magnitude")
+
+
+BLEND4_DEEP_CASES = {
+    "mr_trio_zfilled_z_32x64x64_u2": (
+        "mr_epi_trio_axasc35_heudiconv [4:20] (genuine MR, heudiconv test data, Apache-2.0) "
+        "minus its minimum, reconstructed with twice the slices from zero-filled kz: deep "
+        "class sets (version 4, flag 32)",
+        lambda: _slice_interpolated("mr_epi_trio_axasc35_heudiconv", slice(4, 20)),
+        {}),
+}
 # Format 2.0 (compressed header) and 1.2's fallback codecs, made once by the writer that
 # introduced them; their decode test is tests/test_golden_format2.py.
 FORMAT2_CASES = {
@@ -184,7 +206,8 @@ SETS = {"ls3d": (HERE, CASES, {"model": "ls3d"}),
         "blend": (HERE / "blend", LSTM_CASES, {"level": 5}),
         "blend2": (HERE / "blend2", BLEND2_CASES, {"level": 5, "fallback": False}),
         "blend3": (HERE / "blend3", BLEND3_CASES, {"level": 5, "fallback": False}),
-        "blend4": (HERE / "blend4", BLEND4_CASES, {"level": 5, "fallback": False})}
+        "blend4": (HERE / "blend4", BLEND4_CASES, {"level": 5, "fallback": False}),
+        "blend4deep": (HERE / "blend4deep", BLEND4_DEEP_CASES, {"level": 5, "fallback": False})}
 # Sets whose files are tagged with the model version that wrote them.
 MODEL_SETS = {"lstm": "medzip-lstm", "paper": "medzip-paper"}
 

@@ -38,7 +38,7 @@ import zstandard
 
 from ..intlstm import gate_sums
 from ..intmath import floor_div_clip
-from ..scheduling import PAD, PaddedGeometry
+from ..scheduling import PAD, ZPAD, PaddedGeometry
 from .bias import bias_update, new_statistics, store_corrected
 from .ls3d import (FRAC, OFFS_2D, OFFS_3D, LS3DPredictor, fit_coefficients, fit_tap_set,
                    flat_offsets)
@@ -56,7 +56,7 @@ TEMPORAL_VERSION = 2  # version 1 + previous-volume experts and/or a padding mas
 WIDE_VERSION = 3  # version 2's layout with the wide class sets (flag 4) on
 LONG_VERSION = 4  # version 2's layout with flag 8 (long class sets) and / or 16 (in-slice set)
 VERSIONS = (VERSION, TEMPORAL_VERSION, WIDE_VERSION, LONG_VERSION)
-FLAG_TEMPORAL, FLAG_MASK, FLAG_WIDE, FLAG_LONG, FLAG_SLICE = 1, 2, 4, 8, 16
+FLAG_TEMPORAL, FLAG_MASK, FLAG_WIDE, FLAG_LONG, FLAG_SLICE, FLAG_DEEP = 1, 2, 4, 8, 16, 32
 MAX_MASK_PIXELS = 1 << 26  # a plane of up to 8192 x 8192
 N_BANDS = 4
 N_ACT = 3
@@ -97,15 +97,15 @@ WIDE_PAYS_NUM, WIDE_PAYS_DEN = 97, 100
 # reconstructed with zero-filled k-space (a scanner's "ZIP" / "interpolation" option, DWI and
 # EPI resampled 2x) - are band-limited, and long filters predict them far better (MODELS.md
 # "Interpolated MR": simulated 2x zero-fill of real MR, least-squares |error| 7.7 -> 3.9).
-# They are fitted only where a probe - the long sets fitted on LONG_PROBE_SAMPLES voxels - cuts
-# the 15-tap sets' error below LONG_TRY_PERCENT (band-limited data; elsewhere they buy nothing
-# and the fit's time is saved). Where the wide sets pay, the long sets are used if they pay
-# over the wide sets as the wide sets must over the 15-tap ones and cut the wide sets' error
-# below LONG_PAYS_PERCENT; where the wide sets do not pay (data interpolated along y only: the
-# wide sets reach two rows up, the interpolation kernel further), by the same rule over the
-# 15-tap sets. The probe replaced a gate on the wide sets' error (below 90 % of the 15-tap
-# sets'), which missed MR zero-filled in one direction only (256 x 192 acquired, 256 x 256
-# stored, the common case): MODELS.md "Interpolated MR".
+# The base they must beat is the wide sets where those pay, else the 15-tap class sets (data
+# interpolated along y only: the wide sets reach two rows up, the interpolation kernel
+# further). They are fitted only where a probe - the same sets fitted on LONG_PROBE_SAMPLES
+# voxels - cuts the base's error on that sample below LONG_TRY_PERCENT (band-limited data;
+# elsewhere they buy nothing and the fit's time is saved), and used where they pay over the
+# base as the wide sets must over the 15-tap ones and cut its error below LONG_PAYS_PERCENT.
+# The probe replaced a gate on the wide sets' error (below 90 % of the 15-tap sets'), which
+# missed MR zero-filled in one direction only (256 x 192 acquired, 256 x 256 stored, the
+# common case): MODELS.md "Interpolated MR".
 OFFS_LONG = OFFS_WIDE + [
     (0, dy, dx) for dy in range(-4, 1) for dx in range(-4, 5)
     if dx + 2 * dy < 0 and max(abs(dy), abs(dx)) > 2]
@@ -116,9 +116,21 @@ N_LONG = len(OFFS_LONG) + 1
 OFFS_LONG_SLICE = [o for o in OFFS_LONG if o[0] == 0]
 N_LONG_SLICE = len(OFFS_LONG_SLICE) + 1
 LONG_PAD = 4  # chunk padding the long sets need in y and x
+# Deep class sets (version 4, FLAG_DEEP): the wide sets' neighbourhood plus the 5x5 ring two
+# slices back and 3x3 three and four slices back (75 taps). 3-D MR reconstructed with more
+# slices than were acquired (zero-filled kz: Siemens "slice resolution" below 100 %, GE "ZIP2")
+# is band-limited along z, which sets reaching two slices back barely use (MODELS.md "Slice
+# interpolation"). Found by a probe as the long sets are, used by the same rule; not together
+# with the long sets (one kind of wide set per stream). Chunks get DEEP_Z padding slices and
+# the deep sets serve from a chunk's slice DEEP_Z on (the 15-tap class sets before it).
+DEEP_Z = 4
+OFFS_DEEP = OFFS_WIDE + [(-2, dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                         if max(abs(dy), abs(dx)) == 2] \
+    + [(dz, dy, dx) for dz in (-3, -4) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+N_DEEP = len(OFFS_DEEP) + 1
+MAX_SET_TAPS = max(len(OFFS_LONG), len(OFFS_DEEP))  # the kernels' scratch for gathered taps
 LONG_TRY_PERCENT = 90
-# the probe's sample: about a tenth of the long fit's time (genuine MR reads 0.97-0.99 on it,
-# interpolated MR 0.55-0.87)
+# the probe's sample: about a tenth of the long fit's time
 LONG_PROBE_SAMPLES = 1 << 15
 # The long sets must also cut the wide sets' error on the fit sample below this percentage. It
 # is measured on the voxels the sets were fitted to, which favours 25 more coefficients per
@@ -156,11 +168,13 @@ class BlendPredictor(PredictorBase):
         # wide class sets (N_CLASSES x N_WIDE), and whether this stream uses them
         self.wcoef = None if wcoef is None else np.asarray(wcoef, np.int64)
         self.wide = bool(wide) and self.wcoef is not None
-        if self.wcoef is not None and self.wcoef.shape not in ((N_CLASSES, N_WIDE),
-                                                               (N_CLASSES, N_LONG)):
+        if self.wcoef is not None and self.wcoef.shape not in (
+                (N_CLASSES, N_WIDE), (N_CLASSES, N_LONG), (N_CLASSES, N_DEEP)):
             raise ValueError("bad wide coefficient sets")
-        # long class sets (version 4, FLAG_LONG): wide sets of N_LONG coefficients
+        # long / deep class sets (version 4, FLAG_LONG / FLAG_DEEP): wide sets of N_LONG /
+        # N_DEEP coefficients
         self.long = self.wide and self.wcoef.shape[1] == N_LONG
+        self.deep = self.wide and self.wcoef.shape[1] == N_DEEP
         # the in-slice set (N_LONG_SLICE coefficients), and whether this stream uses it
         self.scoef = None if scoef is None else np.asarray(scoef, np.int64)
         self.in_slice = bool(in_slice) and self.scoef is not None
@@ -168,7 +182,11 @@ class BlendPredictor(PredictorBase):
             raise ValueError("bad in-slice coefficient set")
         # long and in-slice sets read four pixels out: chunks get a wider zero border
         self.pad = LONG_PAD if self.long or self.in_slice else PAD
-        self.version = LONG_VERSION if self.long or self.in_slice else \
+        # deep sets read four slices back: chunks get as many padding slices, and the wide
+        # (here: deep) sets serve from slice ``zw`` of a chunk on
+        self.zpad = DEEP_Z if self.deep else ZPAD
+        self.zw = DEEP_Z if self.deep else 2
+        self.version = LONG_VERSION if self.long or self.in_slice or self.deep else \
             WIDE_VERSION if self.wide else \
             TEMPORAL_VERSION if self.temporal or known is not None else VERSION
         # optional row LSTM that corrects the blend (mean and scale), as medzip-lstm corrects LS
@@ -217,7 +235,7 @@ class BlendPredictor(PredictorBase):
             head += struct.pack("<B", FLAG_TEMPORAL * self.temporal
                                 + FLAG_MASK * (self.known_plane is not None)
                                 + FLAG_WIDE * self.wide + FLAG_LONG * self.long
-                                + FLAG_SLICE * self.in_slice)
+                                + FLAG_SLICE * self.in_slice + FLAG_DEEP * self.deep)
         lsb = self.ls.params()
         packed = zstandard.ZstdCompressor(level=19).compress(masks + body)
         return head + struct.pack("<H", len(lsb)) + lsb + packed
@@ -227,14 +245,15 @@ class BlendPredictor(PredictorBase):
         version, bias, power, experts = struct.unpack_from("<BBBB", blob)
         flags, pos = (struct.unpack_from("<B", blob, 4)[0], 5) if version != VERSION else (0, 4)
         temporal, masked = bool(flags & FLAG_TEMPORAL), bool(flags & FLAG_MASK)
-        wide, long, in_slice = (bool(flags & FLAG_WIDE), bool(flags & FLAG_LONG),
-                                bool(flags & FLAG_SLICE))
+        wide, long, in_slice, deep = (bool(flags & FLAG_WIDE), bool(flags & FLAG_LONG),
+                                      bool(flags & FLAG_SLICE), bool(flags & FLAG_DEEP))
         allowed = ALL_EXPERTS if temporal else SPATIAL_EXPERTS
         if version not in VERSIONS or bias > 1 or power not in (2, 3) \
-                or not 0 < experts <= allowed or flags > 31 \
+                or not 0 < experts <= allowed or flags > 63 \
                 or (version == 2 and not 0 < flags < 4) \
                 or (version == WIDE_VERSION and not 4 <= flags < 8) \
-                or (version == LONG_VERSION and not (long or in_slice)) or (long and not wide):
+                or (version == LONG_VERSION and not (long or in_slice or deep)) \
+                or ((long or deep) and not wide) or (long and deep):
             raise ValueError("bad blend parameter block")
         (n_ls,) = struct.unpack_from("<H", blob, pos)
         ls = LS3DPredictor.from_params(blob[pos + 2:pos + 2 + n_ls])
@@ -252,7 +271,7 @@ class BlendPredictor(PredictorBase):
         k = len(OFFS_3D) + 1
         n_cls = N_BANDS - 1 + N_ACT - 1 + k * int(own.sum())
         n_t = N_T3 + N_T2 if temporal else 0
-        n_set = N_LONG if long else N_WIDE
+        n_set = N_LONG if long else N_DEEP if deep else N_WIDE
         n_w = n_set * (1 + int(wown.sum())) if wide else 0
         n_slice = N_LONG_SLICE if in_slice else 0
         n_body = n_cls + n_t + n_w + n_slice + (2 if masked else 0)
@@ -380,50 +399,59 @@ def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor, threads: int = 1):
 def _fit_wide_classes(vol4: np.ndarray, edges, athr, ccoef, threads: int = 1):
     """``(wcoef, pays)``: per-class wide Q12 sets (a class without enough voxels gets the set
     fitted on all of them) and whether they beat the 15-tap class sets on the fit sample; where
-    the probe says the data is band-limited, the long sets instead if they pay over the sets
-    that are used without them (wide where those pay, else 15-tap) and cut their error below
-    LONG_PAYS_PERCENT (version 4). None where no voxel has two slices above it. Exact integer
-    sums: the same on every machine."""
+    a probe says the data is band-limited in the slice (long sets) or along z (deep sets), those
+    instead if they pay over the sets that are used without them (wide where those pay, else
+    15-tap) and cut their error below LONG_PAYS_PERCENT; of both, the one with the lower error
+    ratio (version 4). None where no voxel has two slices above it. Exact integer sums: the
+    same on every machine."""
     wide = _fit_neighbourhood_classes(vol4, edges, athr, OFFS_3D, ccoef, OFFS_WIDE, PAD, threads)
     if wide is None:
         return None
     wcoef, pays, _, _ = wide
-    probe = _fit_neighbourhood_classes(vol4, edges, athr, OFFS_3D, ccoef, OFFS_LONG, LONG_PAD,
-                                       threads, LONG_PROBE_SAMPLES)
-    if probe is not None and probe[3] * 100 < probe[2] * LONG_TRY_PERCENT:
-        base_offs, base_coef = (OFFS_WIDE, wcoef) if pays else (OFFS_3D, ccoef)
-        longer = _fit_neighbourhood_classes(vol4, edges, athr, base_offs, base_coef, OFFS_LONG,
-                                            LONG_PAD, threads)
-        if longer is not None and longer[1] and longer[3] * 100 < longer[2] * LONG_PAYS_PERCENT:
-            return longer[0], True
-    return wcoef, pays
+    base_offs, base_coef = (OFFS_WIDE, wcoef) if pays else (OFFS_3D, ccoef)
+    best, best_ratio = (wcoef, pays), None
+    for offs, pad in ((OFFS_LONG, LONG_PAD), (OFFS_DEEP, PAD)):
+        probe = _fit_neighbourhood_classes(vol4, edges, athr, base_offs, base_coef, offs, pad,
+                                           threads, LONG_PROBE_SAMPLES)
+        if probe is None or probe[3] * 100 >= probe[2] * LONG_TRY_PERCENT:
+            continue
+        fitted = _fit_neighbourhood_classes(vol4, edges, athr, base_offs, base_coef, offs, pad,
+                                            threads)
+        if fitted is None or not fitted[1] \
+                or fitted[3] * 100 >= fitted[2] * LONG_PAYS_PERCENT:
+            continue
+        # error ratios compared in integers: err / err_base < best's
+        if best_ratio is None or fitted[3] * best_ratio[1] < best_ratio[0] * fitted[2]:
+            best, best_ratio = (fitted[0], True), (fitted[3], fitted[2])
+    return best
 
 
 def _fit_neighbourhood_classes(vol4, edges, athr, offs_base, base_coef, offs, pad, threads,
                                max_samples=MAX_WIDE_SAMPLES):
     """``(coef, pays, err_base, err)``: per-class Q12 sets over the taps ``offs`` (fitted on a
-    sample of at most ``max_samples`` voxels with two slices above them) and whether they pay
-    over the sets ``base_coef`` (taps ``offs_base``): absolute error below WIDE_PAYS of theirs
-    on the same sample, and the bits that buys above the extra coefficients' cost. None
-    without such voxels."""
+    sample of at most ``max_samples`` voxels with as many slices above them as the taps reach,
+    at least two) and whether they pay over the sets ``base_coef`` (taps ``offs_base``):
+    absolute error below WIDE_PAYS of theirs on the same sample, and the bits that buys above
+    the extra coefficients' cost. None without such voxels."""
     t_, z_, y_, x_ = vol4.shape
-    planes = [(t, z) for t in range(t_) for z in range(2, z_)]
+    zr = max([2] + [-dz for dz, _, _ in offs])  # slices above: 2, or DEEP_Z for the deep sets
+    planes = [(t, z) for t in range(t_) for z in range(zr, z_)]
     if not planes or y_ * x_ == 0:
         return None
     n_set = len(offs) + 1
     take = planes[:: max(1, len(planes) // 48)]
     step = max(1, int(np.ceil(np.sqrt(len(take) * y_ * x_ / max_samples))))  # at most that
-    geom = PaddedGeometry(1, y_, x_, pad=pad, zpad=2)
+    geom = PaddedGeometry(1, y_, x_, pad=pad, zpad=zr)
     offw = flat_offsets(offs, geom)
     k = len(offs)
     shift = max(0, int(vol4.max()).bit_length() - 16)
     flat = _sample_flat(y_, x_, step, geom)
-    ata, atb = split_sums(lambda part: _class_sums(vol4, part, 3, flat, geom, offw, edges, athr,
-                                                   shift, pad), take, threads)
+    ata, atb = split_sums(lambda part: _class_sums(vol4, part, zr + 1, flat, geom, offw, edges,
+                                                   athr, shift, pad), take, threads)
     ata = _symmetric(ata)
     if ata[:, k, k].sum() < 4 * (k + 1):
         return None
-    scale = vol4.shape[0] * (vol4.shape[1] - 2) / len(take) * step * step
+    scale = vol4.shape[0] * (vol4.shape[1] - zr) / len(take) * step * step
     shared = fit_coefficients(ata.sum(axis=0), atb.sum(axis=0), shift)
     coef = np.tile(shared, (N_CLASSES, 1))
     min_voxels = MIN_CLASS_VOXELS * n_set // (len(OFFS_3D) + 1)  # ~3 bytes a coefficient
@@ -433,8 +461,9 @@ def _fit_neighbourhood_classes(vol4, edges, athr, offs_base, base_coef, offs, pa
     offb = flat_offsets(offs_base, geom)
 
     def errors(part):
-        sums = [_class_errors(_padded_slices(vol4, t, z, 3, pad), flat, geom.row, geom.plane,
-                              edges, athr, offb, base_coef, offw, coef) for t, z in part]
+        sums = [_class_errors(_padded_slices(vol4, t, z, zr + 1, pad), flat, geom.row,
+                              geom.plane, edges, athr, offb, base_coef, offw, coef)
+                for t, z in part]
         return sum(e[0] for e in sums), sum(e[1] for e in sums)
 
     err_base, err = split_sums(errors, take, threads)
@@ -447,7 +476,7 @@ def _fit_neighbourhood_classes(vol4, edges, athr, offs_base, base_coef, offs, pa
     cost = coefficient_bits(coef, n_set)
     if base_coef.shape[1] > len(OFFS_3D) + 1:  # over the wide sets: the extra coefficients
         cost -= coefficient_bits(base_coef, base_coef.shape[1])
-    voxels = vol4.shape[0] * (vol4.shape[1] - 2) * vol4.shape[2] * vol4.shape[3]
+    voxels = vol4.shape[0] * (vol4.shape[1] - zr) * vol4.shape[2] * vol4.shape[3]
     # bits bought ~ voxels * log2(err_base / err) / 8 ~ voxels * (err_base - err) / (err_base
     # ln 2) / 8, compared in integers (ln 2 as 693.1 / 1000): the same choice on every machine
     pays = err * WIDE_PAYS_DEN < err_base * WIDE_PAYS_NUM \
@@ -592,7 +621,9 @@ class _BlendChunk(ResidualChunk):
         self.off3 = flat_offsets(OFFS_3D, geom)
         self.off2 = flat_offsets(OFFS_2D, geom)
         self.offt = ref_offsets(geom.row)
-        self.offw = flat_offsets(OFFS_LONG if pred.long else OFFS_WIDE, geom)
+        self.offw = flat_offsets(OFFS_LONG if pred.long else OFFS_DEEP if pred.deep
+                                 else OFFS_WIDE, geom)
+        self.zw = pred.zw  # first slice of a chunk the wide (long, deep) sets serve
         # the in-slice set (version 4, FLAG_SLICE); one element: none
         self.offs = flat_offsets(OFFS_LONG_SLICE, geom) if pred.in_slice \
             else np.zeros(1, np.int64)
@@ -607,7 +638,7 @@ class _BlendChunk(ResidualChunk):
             self.ct2 = np.zeros(N_T2, np.int64)
             self.experts = pred.experts & SPATIAL_EXPERTS or 1
         self.row, self.plane, self.vmax = geom.row, geom.plane, vmax
-        if geom.pad != pred.pad:
+        if geom.pad != pred.pad or geom.zpad != pred.zpad:
             raise ValueError("medzip-blend needs the padding of its version")
         # per voxel, per expert: |error| >> err_shift, in a ring of ERR_RING columns per row
         self.err = np.zeros(geom.shape[0] * geom.shape[1] * ERR_RING * N_EXPERTS, np.uint8)
@@ -622,7 +653,8 @@ class _BlendChunk(ResidualChunk):
         _blend_predict(vol, self.ref, self.res, self.err, flat, zloc, self.off3, p.ls.coef3,
                        self.off2, p.ls.coef2, p.ccoef, p.edges, p.athr, self.offt, self.ct3,
                        self.ct2, self.row, self.plane, self.vmax, p.power, self.experts,
-                       self.offw, self.wcoef, self.offs, self.scoef, p.bias_cancel, self.bc_sum,
+                       self.offw, self.wcoef, self.offs, self.scoef, self.zw, p.bias_cancel,
+                       self.bc_sum,
                        self.bc_cnt, mu, bucket,
                        self._ctx, self._corr, self._pred)
         return mu, bucket
@@ -645,7 +677,8 @@ class _BlendChunk(ResidualChunk):
         _blend_lstm_inputs(vol, self.ref, self.res, self.err, flat, zloc, self.off3, p.ls.coef3,
                            self.off2, p.ls.coef2, p.ccoef, p.edges, p.athr, self.offt, self.ct3,
                            self.ct2, self.row, self.plane, self.vmax, p.power, self.experts,
-                           self.offw, self.wcoef, self.offs, self.scoef, hs, xh, u, base,
+                           self.offw, self.wcoef, self.offs, self.scoef, self.zw, hs, xh, u,
+                           base,
                            self._pred)
         return u, base
 
@@ -739,14 +772,15 @@ def _med(w, n, nw):
 
 @numba.njit(cache=True, inline="always")
 def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt, ct3, ct2, row,
-               plane, vmax, power, experts, offw, wcoef, offs, sc, pred, e, taps):
+               plane, vmax, power, experts, offw, wcoef, offs, sc, zw, pred, e, taps):
     """The experts' Q4 predictions (into ``pred``) and their error-weighted mean, in [0, vmax].
-    ``e`` and ``taps`` (int64, at least N_EXPERTS and N_LONG long) are scratch space.
+    ``e`` and ``taps`` (int64, N_EXPERTS and MAX_SET_TAPS long) are scratch space.
 
     ``ref`` (the previous volume, padded like ``vol``) is read only when ``experts`` has the
     temporal bits set; ``wcoef`` (wide class sets) only when it has more than one column;
     ``sc`` (the in-slice set of long streams, taps ``offs``) only when it has more than one
-    element: it replaces the 6-tap in-slice set ``c2``."""
+    element: it replaces the 6-tap in-slice set ``c2``. The wide sets serve from slice ``zw`` of
+    the chunk on (2; the deep sets 4), the 15-tap class sets ``ccoef`` before."""
     ne = N_EXPERTS
     w = np.int64(vol[f - 1])
     n = np.int64(vol[f - row])
@@ -758,7 +792,7 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
         # the start of off3, off3 the start of offw (integer sums: the order does not matter).
         # Gathered first, then plain dot products: 5-10 % less time in this kernel than one
         # loop reading each neighbour into three sums.
-        if z >= 2 and wcoef.shape[1] > 1:
+        if z >= zw and wcoef.shape[1] > 1:
             cc, offc = wcoef[cls], offw
         else:
             cc, offc = ccoef[cls], off3
@@ -843,16 +877,17 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
 
 @numba.njit(cache=True)
 def _blend_predict(vol, ref, res, err, flat, zloc, off3, c3, off2, c2, ccoef, edges, athr, offt,
-                   ct3, ct2, row, plane, vmax, power, experts, offw, wcoef, offs, sc, bias_cancel,
+                   ct3, ct2, row, plane, vmax, power, experts, offw, wcoef, offs, sc, zw,
+                   bias_cancel,
                    bc_sum, bc_cnt, mu_out, b_out, ctx_out, corr_out, pred_out):
     e = np.empty(N_EXPERTS, np.int64)
-    taps = np.empty(N_LONG, np.int64)
+    taps = np.empty(MAX_SET_TAPS, np.int64)
     for i in range(flat.size):
         f = flat[i]
         z = zloc[i]
         mu = blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt, ct3,
-                        ct2, row, plane, vmax, power, experts, offw, wcoef, offs, sc, pred_out[i],
-                        e, taps)
+                        ct2, row, plane, vmax, power, experts, offw, wcoef, offs, sc, zw,
+                        pred_out[i], e, taps)
         b = activity_bucket(residual_activity(res, f, z, row, plane))
         store_corrected(vol, f, z, row, plane, mu, b, vmax, bias_cancel, bc_sum, bc_cnt, i,
                         mu_out, b_out, ctx_out, corr_out)
@@ -860,18 +895,18 @@ def _blend_predict(vol, ref, res, err, flat, zloc, off3, c3, off2, c2, ccoef, ed
 
 @numba.njit(cache=True)
 def _blend_lstm_inputs(vol, ref, els, err, flat, zloc, off3, c3, off2, c2, ccoef, edges, athr,
-                       offt, ct3, ct2, row, plane, vmax, power, experts, offw, wcoef, offs, sc, hs,
-                       xh, u_out, base_out, pred_out):
+                       offt, ct3, ct2, row, plane, vmax, power, experts, offw, wcoef, offs, sc, zw,
+                       hs, xh, u_out, base_out, pred_out):
     """As lstm._step_inputs, with the blend as the base prediction the network corrects."""
     n_in = xh.shape[1] - hs.shape[1]
     feats = np.empty(N_FEATURES, np.int64)
     e = np.empty(N_EXPERTS, np.int64)
-    taps = np.empty(N_LONG, np.int64)
+    taps = np.empty(MAX_SET_TAPS, np.int64)
     for i in range(flat.size):
         f = flat[i]
         z = zloc[i]
         base = blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt, ct3,
-                          ct2, row, plane, vmax, power, experts, offw, wcoef, offs, sc,
+                          ct2, row, plane, vmax, power, experts, offw, wcoef, offs, sc, zw,
                           pred_out[i], e, taps)
         u_out[i] = voxel_features(vol, els, f, z, base, row, plane, off3, vmax, feats)
         base_out[i] = base
