@@ -1,16 +1,17 @@
-"""Slice interpolation (k-space zero-filled along z): what deeper previous-slice taps would buy.
+"""Slice interpolation (k-space zero-filled along z): what deeper previous-slice taps buy.
 
 3-D MR sequences are often reconstructed with more slices than were acquired (Siemens "slice
 resolution" below 100 % with interpolation, GE "ZIP2"): k-space is zero-filled along z and
-every column of voxels along z is band-limited. medzip-blend's sets reach at most two slices
-back (3x3 there), so the long class sets (version 4, in-slice reach) cannot use that. This
-study makes such volumes from real scans (benchmarks/interpolated.py's reconstruction, applied
-along z) and measures a least-squares proxy: one global set per tap neighbourhood, fitted on
+every column of voxels along z is band-limited. medzip-blend's wide and long sets reach at
+most two slices back (3x3 there); the deep class sets (version 4, flag 32) reach four. This
+script makes such volumes from real scans (benchmarks/interpolated.py's reconstruction, applied
+along z) and measures (1) a least-squares proxy: one global set per tap neighbourhood, fitted on
 one half of a random sample of voxels with four slices above them, mean |error| on the other
-half. It is a study, not a coder measurement: no format has deeper sets yet (MODELS.md
-"Slice interpolation").
+half, and (2) the real coder at the default level without and with the deep (and long) sets,
+every stream decoded and compared, next to JPEG-XL e7 (MODELS.md "Slice interpolation").
 
-Usage: python benchmarks/slice_interpolation.py [--data DIR] [--factors F ...] [NAMES...]
+Usage: python benchmarks/slice_interpolation.py [--data DIR] [--factors F ...] [--no-coder]
+       [NAMES...]
 """
 from __future__ import annotations
 
@@ -20,21 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
-from medzip.predictors.blend import OFFS_LONG, OFFS_WIDE
+from medzip.predictors.blend import OFFS_DEEP, OFFS_LONG, OFFS_WIDE
 from medzip.predictors.ls3d import OFFS_3D
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from interpolated import zero_filled  # noqa: E402  (a sibling script, not a package)
+from interpolated import _jpegxl_bits, _medzip_bits, zero_filled  # noqa: E402  (a sibling
+# script, not a package)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/volumes"
 DEFAULT = ["ct_head_invesalius_cranium", "mr_epi_trio_axasc35_heudiconv",
            "mr_head_opendx_dxsamples", "derived_mr_t1_mean_pydeface"]
-# the wide sets plus the 5x5 ring two slices back and 3x3 three and four slices back
-DEEP = OFFS_WIDE + [(-2, dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-                    if max(abs(dy), abs(dx)) == 2] \
-    + [(dz, dy, dx) for dz in (-3, -4) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-SETS = {"15-tap": OFFS_3D, "wide": OFFS_WIDE, "long": OFFS_LONG, "wide+deep": DEEP}
+SETS = {"15-tap": OFFS_3D, "wide": OFFS_WIDE, "long": OFFS_LONG, "deep": OFFS_DEEP}
 REACH = 4  # slices, rows and columns of zero border the sets need
+MAX_SLICES = 40  # of each scan, before interpolation (keeps the coder runs short)
 
 
 def zero_filled_z(vol: np.ndarray, factor: float, mode: str) -> np.ndarray:
@@ -65,18 +64,30 @@ def main() -> None:
     ap.add_argument("names", nargs="*", default=DEFAULT)
     ap.add_argument("--data", type=Path, default=SHARED)
     ap.add_argument("--factors", nargs="+", type=float, default=[1.0, 1.25, 1.5, 2.0])
+    ap.add_argument("--no-coder", action="store_true", help="the least-squares proxy only")
     args = ap.parse_args()
-    print("volume, slices x factor, mode: LS mean |error| per tap set; wide+deep / wide")
+    print("volume, slices x factor, mode: LS mean |error| per tap set; deep / wide | medzip "
+          "bits/voxel without deep and long sets -> with (stream version), JPEG-XL e7, ratio")
     for name in args.names:
         vol = np.load(args.data / f"{name}.npy")
-        vol = (vol[0] if vol.ndim == 4 else vol).astype(np.float64)
+        vol = (vol[0] if vol.ndim == 4 else vol)[:MAX_SLICES].astype(np.float64)
+        vol -= vol.min()
         for factor in args.factors:
             for mode in ("magnitude", "complex") if factor > 1 else ("as stored",):
-                arr = zero_filled_z(vol - vol.min(), factor, mode) if factor > 1 else vol
+                arr = zero_filled_z(vol, factor, mode) if factor > 1 else vol
                 err = {k: ls_proxy(arr, offs) for k, offs in SETS.items()}
-                print(f"{name}, x{factor:g}, {mode}: "
-                      + ", ".join(f"{k} {v:.3f}" for k, v in err.items())
-                      + f"; {err['wide+deep'] / err['wide']:.3f}", flush=True)
+                line = (f"{name}, x{factor:g}, {mode}, {arr.shape}: "
+                        + ", ".join(f"{k} {v:.3f}" for k, v in err.items())
+                        + f"; {err['deep'] / err['wide']:.3f}")
+                if not args.no_coder:
+                    ints = np.clip(np.round(arr), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+                    n = ints.size
+                    off, _ = _medzip_bits(ints, False)
+                    on, version = _medzip_bits(ints, True)
+                    jxl = _jpegxl_bits(ints)
+                    line += (f" | {off / n:.3f} -> {on / n:.3f} (v{version}, {on / off - 1:+.1%}),"
+                             f" JPEG-XL {jxl / n:.3f}, {off / jxl:.3f} -> {on / jxl:.3f}")
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ def long_dwi() -> np.ndarray:
     return golden_array("blend4", "mr_dwi_b0_zerofilled_6x64x64_u2")
 
 
-def deep_opendx() -> np.ndarray:
+def deep_trio() -> np.ndarray:
     """The blend4deep golden crop (real MR, twice the slices from zero-filled kz): level 5
     codes it with deep class sets (v4, flag 32)."""
     return golden_array("blend4deep", "mr_trio_zfilled_z_32x64x64_u2")

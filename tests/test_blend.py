@@ -11,7 +11,7 @@ from medzip.predictors.registry import fit_candidates
 from medzip.training.data import mapped_volume
 from medzip.volume_codec import chunk_geometry, code_chunk
 
-from conftest import deep_opendx, long_dwi, wide_heart
+from conftest import deep_trio, long_dwi, wide_heart
 from test_determinism import sample_array
 
 
@@ -199,7 +199,7 @@ def test_deep_class_sets_are_chosen_on_slice_interpolated_mr(monkeypatch):
     slices per chunk; on the bundled DWI b0 sample, stored as acquired, it does not use them."""
     from medzip.predictors import blend
 
-    vol4 = mapped_volume(deep_opendx()).astype(np.int32)
+    vol4 = mapped_volume(deep_trio()).astype(np.int32)
     pred = BlendPredictor.fit(vol4)
     assert pred.deep and pred.wide and not pred.long and pred.version == blend.LONG_VERSION
     assert pred.wcoef.shape == (N_CLASSES, blend.N_DEEP)
@@ -225,7 +225,7 @@ def test_deep_flag_is_checked():
     are refused; the deep body read with another set size is refused."""
     from medzip.predictors import blend
 
-    pred = BlendPredictor.fit(mapped_volume(deep_opendx()).astype(np.int32))
+    pred = BlendPredictor.fit(mapped_volume(deep_trio()).astype(np.int32))
     blob = bytearray(pred.params())
     assert blob[0] == 4 and blob[4] == blend.FLAG_WIDE | blend.FLAG_DEEP
     for flags in (blend.FLAG_DEEP, blend.FLAG_WIDE | blend.FLAG_LONG | blend.FLAG_DEEP,
