@@ -130,6 +130,9 @@ def test_long_class_sets_are_chosen_on_interpolated_mr(monkeypatch):
 
     assert total(pred) < 0.95 * total(wide)
     assert pred.in_slice and pred.scoef.shape == (blend.N_LONG_SLICE,)  # comes with them
+    # the long class sets and the in-slice set beat blending the other experts in
+    assert pred.experts == blend.LONG_EXPERTS
+    assert total(pred) < total(pred.variant(experts=blend.ALL_EXPERTS))
     again = BlendPredictor.from_params(pred.params())
     assert again.long and again.in_slice and np.array_equal(again.wcoef, pred.wcoef)
     assert np.array_equal(again.scoef, pred.scoef)
@@ -216,6 +219,9 @@ def test_deep_class_sets_are_chosen_on_slice_interpolated_mr(monkeypatch):
         return _bits(p, vol4[0], vmax) + 8 * len(p.params())
 
     assert total(pred) < 0.97 * total(without)
+    # the deep class sets alone beat blending the other experts in
+    assert pred.experts == blend.DEEP_EXPERTS
+    assert total(pred) < total(pred.variant(experts=blend.ALL_EXPERTS))
     monkeypatch.undo()
     assert not BlendPredictor.fit(mapped_volume(sample_array()).astype(np.int32)).deep
 

@@ -69,6 +69,15 @@ SPATIAL_EXPERTS = 0b0011111
 TEMPORAL_EXPERTS = 0b1100000
 ALL_EXPERTS = SPATIAL_EXPERTS | TEMPORAL_EXPERTS
 GLOBAL_LS_EXPERTS = 0b0100001  # the global 3-D LS set and its previous-volume variant
+# Where the long or deep class sets are used they predict so much better than the 15-tap global
+# set, MED and the previous slice that blending those in costs bits (their local errors are
+# noisy weights): the encoder keeps the class sets with the in-slice set (long sets; it is the
+# long sets' in-slice part) or the class sets alone (deep sets), and a series' previous-volume
+# experts. Real scans (single chunk, LSTM on): deep, slice-interpolated 2x, -1.8 ... -4.2 %
+# against the whole blend; long, 2x in-plane, -0.3 ... -2.1 % (MODELS.md "Experts with long
+# and deep sets"). Levels 7-9 also code the whole blend.
+LONG_EXPERTS = 0b0000110 | TEMPORAL_EXPERTS
+DEEP_EXPERTS = 0b0000010 | TEMPORAL_EXPERTS
 # A class's own 16 coefficients cost ~50 bytes in the stream; below this many voxels (estimated
 # over the whole volume) the gain cannot pay for them and the class uses the global set.
 MIN_CLASS_VOXELS = 16384
@@ -132,10 +141,10 @@ MAX_SET_TAPS = max(len(OFFS_LONG), len(OFFS_DEEP))  # the kernels' scratch for g
 LONG_TRY_PERCENT = 90
 # the probe's sample: about a tenth of the long fit's time
 LONG_PROBE_SAMPLES = 1 << 15
-# The long sets must also cut the wide sets' error on the fit sample below this percentage. It
-# is measured on the voxels the sets were fitted to, which favours 25 more coefficients per
-# class by a few percent even where they do not generalise (the tiled speed CT reads 0.951, the
-# genuine head CT 1.015); interpolated MR reads 0.43-0.73.
+# The long (deep) sets must also cut their base's error on the fit sample below this
+# percentage. It is measured on the voxels the sets were fitted to, which favours 25 more
+# coefficients per class by a few percent even where they do not generalise (long over wide:
+# the tiled speed CT reads 0.951, the genuine head CT 1.015); interpolated MR reads 0.43-0.73.
 LONG_PAYS_PERCENT = 90
 WIDE_COEF_BITS = 24
 ERR_CAP = 255  # expert errors are kept as uint8 (>> err_shift)
@@ -324,6 +333,9 @@ class BlendPredictor(PredictorBase):
             if fitted[0].shape[1] == N_LONG:  # the long sets come with the in-slice set
                 kw.setdefault("scoef", fit_in_slice_set(vol4, threads))
                 kw.setdefault("in_slice", True)
+                kw.setdefault("experts", LONG_EXPERTS)
+            elif fitted[0].shape[1] == N_DEEP:
+                kw.setdefault("experts", DEEP_EXPERTS)
         return cls(ls, edges, athr, ccoef, **kw)
 
     def start_chunk(self, geom: PaddedGeometry, vmax: int, ref: np.ndarray | None = None):

@@ -6,7 +6,8 @@ import operator
 import numpy as np
 
 from ..errors import UnsupportedInputError, UnsupportedVersionError
-from .blend import NAME as BLEND, GLOBAL_LS_EXPERTS, VERSIONS as BLEND_VERSIONS, BlendPredictor
+from .blend import NAME as BLEND, ALL_EXPERTS, GLOBAL_LS_EXPERTS, VERSIONS as BLEND_VERSIONS
+from .blend import BlendPredictor
 from .blend import fit_in_slice_set
 from .ls3d import LS3DPredictor
 from .lstm import LSTMPredictor
@@ -61,8 +62,9 @@ def _fit_blend(vol4: np.ndarray, level: int, network=None, threads: int = 1) -> 
     """medzip-blend: the blend of experts as base, the shipped row LSTM on top, censored coding;
     a series uses its previous volumes where the fit says it pays. From SEARCH_LEVEL also
     without bias canceller, on the global LS base only (with its previous-volume set), without
-    the LSTM, with the other previous-volume and wide-class-set choices, and where the wide sets
-    are used, with the in-slice set too (blend version 4)."""
+    the LSTM, with the other previous-volume and wide-class-set choices, where the wide sets
+    are used with the in-slice set too (blend version 4), and where the long or deep sets are
+    used (which blend a subset of the experts) with every expert."""
     first = BlendPredictor.fit(vol4, lstm=network or load_model(BLEND_NETWORK), threads=threads)
     out = [first]
     if level >= SEARCH_LEVEL:
@@ -71,10 +73,15 @@ def _fit_blend(vol4: np.ndarray, level: int, network=None, threads: int = 1) -> 
                 first.variant(lstm=None)]  # the classical blend alone
         if first.tcoef is not None:  # a series: the encoder's guess may be wrong
             out.append(first.variant(temporal=not first.temporal))
-        if first.wcoef is not None:  # so may its guess about the wide (or long) class sets
-            out.append(first.variant(wide=not first.wide))
+        if first.wcoef is not None:  # so may its guess about the wide (long, deep) class sets
+            other = {"wide": not first.wide}
+            if first.long or first.deep:  # without them, with every expert
+                other["experts"] = ALL_EXPERTS
+            out.append(first.variant(**other))
         if first.wide and not first.in_slice:  # smooth volumes: the in-slice set may pay too
             out.append(first.variant(scoef=fit_in_slice_set(vol4, threads), in_slice=True))
+        if first.long or first.deep:  # their experts are a subset: the whole blend too
+            out.append(first.variant(experts=ALL_EXPERTS))
     return out
 
 
