@@ -130,9 +130,7 @@ def test_long_class_sets_are_chosen_on_interpolated_mr(monkeypatch):
 
     assert total(pred) < 0.95 * total(wide)
     assert pred.in_slice and pred.scoef.shape == (blend.N_LONG_SLICE,)  # comes with them
-    # the long class sets and the in-slice set beat blending the other experts in
-    assert pred.experts == blend.LONG_EXPERTS
-    assert total(pred) < total(pred.variant(experts=blend.ALL_EXPERTS))
+    assert pred.experts == blend.ALL_EXPERTS  # every expert blended (levels 7-9 try fewer)
     again = BlendPredictor.from_params(pred.params())
     assert again.long and again.in_slice and np.array_equal(again.wcoef, pred.wcoef)
     assert np.array_equal(again.scoef, pred.scoef)

@@ -7,9 +7,8 @@
   the medzip-lstm network (LS-trained); ``blend2``: with medzip-blend-lstm (trained on the
   blend's residuals), v1 and v2 streams; ``blend3``: the same network, a v3 stream;
   ``blend4``: a v4 stream of an interpolated (zero-filled k-space) crop of real MR (long class
-  sets, every expert blended; a decode test since the encoder blends the class and in-slice
-  experts only there, stop 13); ``blend4b``: the same crop as today's encoder codes it;
-  ``blend4deep``: a v4 stream of a slice-interpolated (zero-filled kz) crop (deep sets).
+  sets); ``blend4deep``: a v4 stream of a slice-interpolated (zero-filled kz) crop (deep sets,
+  the class sets alone blended).
 * Re-encoding today gives the same bytes (``test_ALARM_blend_encoder_output_changed``): the fit,
   the integer kernels, the model file and the censored coder are still the ones that wrote them.
   If a change is intended, bump ``blend.VERSION`` (old streams must keep decoding) and add files.
@@ -31,8 +30,7 @@ from medzip.container import Container
 from conftest import GOLDEN, comparable_header
 
 # golden folder -> whether today's encoder must reproduce its files (the ALARM)
-SETS = {"blend": False, "blend2": True, "blend3": True, "blend4": False, "blend4b": True,
-        "blend4deep": True}
+SETS = {"blend": False, "blend2": True, "blend3": True, "blend4": True, "blend4deep": True}
 MANIFESTS = {s: json.loads((GOLDEN / s / "manifest.json").read_text())["volumes"] for s in SETS}
 NAMES = [f"{s}/{name}" for s in SETS for name in sorted(MANIFESTS[s])]
 

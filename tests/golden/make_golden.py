@@ -13,8 +13,6 @@
                                                       # class sets (v3), once
     python tests/golden/make_golden.py --set blend4   # an interpolated crop the encoder codes
                                                       # with long class sets (v4), once
-    python tests/golden/make_golden.py --set blend4b  # the same crop after the encoder kept the
-                                                      # class and in-slice experts only (stop 13)
     python tests/golden/make_golden.py --set blend4deep  # a slice-interpolated crop coded
                                                          # with deep class sets (v4), once
 
@@ -209,7 +207,6 @@ SETS = {"ls3d": (HERE, CASES, {"model": "ls3d"}),
         "blend2": (HERE / "blend2", BLEND2_CASES, {"level": 5, "fallback": False}),
         "blend3": (HERE / "blend3", BLEND3_CASES, {"level": 5, "fallback": False}),
         "blend4": (HERE / "blend4", BLEND4_CASES, {"level": 5, "fallback": False}),
-        "blend4b": (HERE / "blend4b", BLEND4_CASES, {"level": 5, "fallback": False}),
         "blend4deep": (HERE / "blend4deep", BLEND4_DEEP_CASES, {"level": 5, "fallback": False})}
 # Sets whose files are tagged with the model version that wrote them.
 MODEL_SETS = {"lstm": "medzip-lstm", "paper": "medzip-paper"}

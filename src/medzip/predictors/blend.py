@@ -69,13 +69,14 @@ SPATIAL_EXPERTS = 0b0011111
 TEMPORAL_EXPERTS = 0b1100000
 ALL_EXPERTS = SPATIAL_EXPERTS | TEMPORAL_EXPERTS
 GLOBAL_LS_EXPERTS = 0b0100001  # the global 3-D LS set and its previous-volume variant
-# Where the long or deep class sets are used they predict so much better than the 15-tap global
-# set, MED and the previous slice that blending those in costs bits (their local errors are
-# noisy weights): the encoder keeps the class sets with the in-slice set (long sets; it is the
-# long sets' in-slice part) or the class sets alone (deep sets), and a series' previous-volume
-# experts. Real scans (single chunk, LSTM on): deep, slice-interpolated 2x, -1.8 ... -4.2 %
-# against the whole blend; long, 2x in-plane, -0.3 ... -2.1 % (MODELS.md "Experts with long
-# and deep sets"). Levels 7-9 also code the whole blend.
+# Where the deep class sets are used they predict so much better than the 15-tap global set,
+# MED, the in-slice set and the previous slice that blending those in costs bits (their local
+# errors are noisy weights): the encoder keeps the class sets alone (and a series'
+# previous-volume experts). Real slice-interpolated scans, single chunk, network on: -1.8 ...
+# -4.2 % against the whole blend (MODELS.md "Slice interpolation"); levels 7-9 also code the
+# whole blend. With the long sets the same idea (class sets + in-slice set) is mixed: -2.1 ...
+# +1.9 % (k-space-filtered scans lose), so the default keeps every expert there and levels 7-9
+# try LONG_EXPERTS.
 LONG_EXPERTS = 0b0000110 | TEMPORAL_EXPERTS
 DEEP_EXPERTS = 0b0000010 | TEMPORAL_EXPERTS
 # A class's own 16 coefficients cost ~50 bytes in the stream; below this many voxels (estimated
@@ -333,7 +334,6 @@ class BlendPredictor(PredictorBase):
             if fitted[0].shape[1] == N_LONG:  # the long sets come with the in-slice set
                 kw.setdefault("scoef", fit_in_slice_set(vol4, threads))
                 kw.setdefault("in_slice", True)
-                kw.setdefault("experts", LONG_EXPERTS)
             elif fitted[0].shape[1] == N_DEEP:
                 kw.setdefault("experts", DEEP_EXPERTS)
         return cls(ls, edges, athr, ccoef, **kw)

@@ -6,7 +6,8 @@ import operator
 import numpy as np
 
 from ..errors import UnsupportedInputError, UnsupportedVersionError
-from .blend import NAME as BLEND, ALL_EXPERTS, GLOBAL_LS_EXPERTS, VERSIONS as BLEND_VERSIONS
+from .blend import NAME as BLEND, ALL_EXPERTS, GLOBAL_LS_EXPERTS, LONG_EXPERTS
+from .blend import VERSIONS as BLEND_VERSIONS
 from .blend import BlendPredictor
 from .blend import fit_in_slice_set
 from .ls3d import LS3DPredictor
@@ -63,8 +64,9 @@ def _fit_blend(vol4: np.ndarray, level: int, network=None, threads: int = 1) -> 
     a series uses its previous volumes where the fit says it pays. From SEARCH_LEVEL also
     without bias canceller, on the global LS base only (with its previous-volume set), without
     the LSTM, with the other previous-volume and wide-class-set choices, where the wide sets
-    are used with the in-slice set too (blend version 4), and where the long or deep sets are
-    used (which blend a subset of the experts) with every expert."""
+    are used with the in-slice set too (blend version 4), where the deep sets are used (which
+    blend the class sets alone) with every expert, and where the long sets are, with their class
+    and in-slice sets alone."""
     first = BlendPredictor.fit(vol4, lstm=network or load_model(BLEND_NETWORK), threads=threads)
     out = [first]
     if level >= SEARCH_LEVEL:
@@ -75,13 +77,15 @@ def _fit_blend(vol4: np.ndarray, level: int, network=None, threads: int = 1) -> 
             out.append(first.variant(temporal=not first.temporal))
         if first.wcoef is not None:  # so may its guess about the wide (long, deep) class sets
             other = {"wide": not first.wide}
-            if first.long or first.deep:  # without them, with every expert
+            if first.deep:  # without them, with every expert
                 other["experts"] = ALL_EXPERTS
             out.append(first.variant(**other))
         if first.wide and not first.in_slice:  # smooth volumes: the in-slice set may pay too
             out.append(first.variant(scoef=fit_in_slice_set(vol4, threads), in_slice=True))
-        if first.long or first.deep:  # their experts are a subset: the whole blend too
+        if first.deep:  # the deep sets blend the class sets alone: the whole blend too
             out.append(first.variant(experts=ALL_EXPERTS))
+        if first.long:  # the long sets blend every expert: their class and in-slice sets too
+            out.append(first.variant(experts=LONG_EXPERTS))
     return out
 
 
