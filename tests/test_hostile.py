@@ -21,7 +21,7 @@ import pytest
 import medzip
 from medzip.errors import CorruptStreamError, MedzipError
 
-from conftest import Stream, recrc_header, wide_heart
+from conftest import Stream, deep_trio, recrc_header, wide_heart
 from test_determinism import sample_array
 
 HEADROOM = 768 << 20  # address space a child may add to what it inherited
@@ -359,3 +359,18 @@ def test_fuzzed_wide_blend_sections_raise_only_medzip_errors():
     vh = Stream.parse(data).header["volumes"][0]
     assert vh["model"]["name"] == "medzip-blend" and vh["model"]["version"] == 3
     _assert_sections_fuzz_cleanly(data, arr, 150, seed=4)
+
+
+def test_fuzzed_deep_blend_sections_raise_only_medzip_errors():
+    """The same for a version-4 stream with deep class sets (flag 32: 76-coefficient sets,
+    chunks with four padding slices): a crop of the blend4deep golden volume, in two chunks."""
+    from medzip.predictors.blend import BlendPredictor
+
+    arr = np.ascontiguousarray(deep_trio()[:, 16:48, 16:48])
+    data = medzip.compress(arr, level=5, chunk_slices=16)
+    stream = Stream.parse(data)
+    vh = stream.header["volumes"][0]
+    assert vh["model"]["name"] == "medzip-blend" and vh["model"]["version"] == 4
+    params = stream.section(vh["predictor_params"])
+    assert BlendPredictor.from_params(params).deep
+    _assert_sections_fuzz_cleanly(data, arr, 150, seed=5)
