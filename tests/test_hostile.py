@@ -8,7 +8,6 @@ child reports the outcome and how far its resident memory grew.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import random
 import resource
 import struct

@@ -6,10 +6,8 @@ import operator
 import numpy as np
 
 from ..errors import UnsupportedInputError, UnsupportedVersionError
-from .blend import NAME as BLEND, ALL_EXPERTS, GLOBAL_LS_EXPERTS, LONG_EXPERTS
-from .blend import VERSIONS as BLEND_VERSIONS
-from .blend import BlendPredictor
-from .blend import fit_in_slice_set
+from .blend import (ALL_EXPERTS, GLOBAL_LS_EXPERTS, LONG_EXPERTS, NAME as BLEND,
+                    VERSIONS as BLEND_VERSIONS, BlendPredictor, fit_in_slice_set)
 from .ls3d import LS3DPredictor
 from .lstm import LSTMPredictor
 from .models import find_model, load_model
