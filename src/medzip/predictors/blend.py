@@ -133,11 +133,18 @@ LONG_PAD = 4  # chunk padding the long sets need in y and x
 # interpolation"). Found by a probe as the long sets are, used by the same rule; not together
 # with the long sets (one kind of wide set per stream). Chunks get DEEP_Z padding slices and
 # the deep sets serve from a chunk's slice DEEP_Z on (the 15-tap class sets before it).
-DEEP_Z = 4
 OFFS_DEEP = OFFS_WIDE + [(-2, dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
                          if max(abs(dy), abs(dx)) == 2] \
     + [(dz, dy, dx) for dz in (-3, -4) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 N_DEEP = len(OFFS_DEEP) + 1
+
+
+def slices_back(offsets) -> int:
+    """How many slices back the taps ``offsets`` ((dz, dy, dx), dz <= 0) reach."""
+    return max(-dz for dz, _, _ in offsets)
+
+
+DEEP_Z = slices_back(OFFS_DEEP)  # 4
 MAX_SET_TAPS = max(len(OFFS_LONG), len(OFFS_DEEP))  # the kernels' scratch for gathered taps
 LONG_TRY_PERCENT = 90
 # the probe's sample: about a tenth of the long fit's time
@@ -192,10 +199,12 @@ class BlendPredictor(PredictorBase):
             raise ValueError("bad in-slice coefficient set")
         # long and in-slice sets read four pixels out: chunks get a wider zero border
         self.pad = LONG_PAD if self.long or self.in_slice else PAD
-        # deep sets read four slices back: chunks get as many padding slices, and the wide
-        # (here: deep) sets serve from slice ``zw`` of a chunk on
-        self.zpad = DEEP_Z if self.deep else ZPAD
-        self.zw = DEEP_Z if self.deep else 2
+        # the taps of the class sets used from a chunk's slice ``zw`` on (all of them within
+        # the chunk there): deep sets read four slices back, so chunks get as many padding
+        # slices
+        self.wide_offsets = OFFS_LONG if self.long else OFFS_DEEP if self.deep else OFFS_WIDE
+        self.zw = slices_back(self.wide_offsets)
+        self.zpad = max(ZPAD, self.zw)
         self.version = LONG_VERSION if self.long or self.in_slice or self.deep else \
             WIDE_VERSION if self.wide else \
             TEMPORAL_VERSION if self.temporal or known is not None else VERSION
@@ -446,7 +455,7 @@ def _fit_neighbourhood_classes(vol4, edges, athr, offs_base, base_coef, offs, pa
     absolute error below WIDE_PAYS of theirs on the same sample, and the bits that buys above
     the extra coefficients' cost. None without such voxels."""
     t_, z_, y_, x_ = vol4.shape
-    zr = max([2] + [-dz for dz, _, _ in offs])  # slices above: 2, or DEEP_Z for the deep sets
+    zr = max(2, slices_back(offs))  # slices above: 2, or DEEP_Z for the deep sets
     planes = [(t, z) for t in range(t_) for z in range(zr, z_)]
     if not planes or y_ * x_ == 0:
         return None
@@ -633,8 +642,7 @@ class _BlendChunk(ResidualChunk):
         self.off3 = flat_offsets(OFFS_3D, geom)
         self.off2 = flat_offsets(OFFS_2D, geom)
         self.offt = ref_offsets(geom.row)
-        self.offw = flat_offsets(OFFS_LONG if pred.long else OFFS_DEEP if pred.deep
-                                 else OFFS_WIDE, geom)
+        self.offw = flat_offsets(pred.wide_offsets, geom)
         self.zw = pred.zw  # first slice of a chunk the wide (long, deep) sets serve
         # the in-slice set (version 4, FLAG_SLICE); one element: none
         self.offs = flat_offsets(OFFS_LONG_SLICE, geom) if pred.in_slice \
