@@ -79,3 +79,23 @@ def test_dense_part_rule_on_synthetic_histograms():
     few[100:160] = 50
     few[100:160:3] = 0
     assert not volume_codec._missing_where_dense(few)
+
+
+@pytest.mark.parametrize("name, factor", [("dwi_b0", 1), ("epi", 1.3)])
+def test_chunks_map_their_own_slabs_in_small_blocks(request, name, factor, monkeypatch):
+    """The encoder maps each slab as it copies it into the chunk (no mapped copy of the volume
+    while the workers code). With blocks of a few voxels (rows split, big-endian stored
+    integers) the mapping equals the whole-volume one and the stream is the same bytes."""
+    arr = request.getfixturevalue(name)
+    arr = np.round((arr.astype(np.int64) - arr.min()) * factor).astype(">i4") - 7
+    reference = medzip.compress(arr, fallback=False, chunk_slices=4, workers=2)
+    values = volume_codec.scan_values(arr)
+    assert (values.lut is not None) == (factor != 1)
+    whole = volume_codec.map_values(arr)[0][0]
+    monkeypatch.setattr(volume_codec, "_BLOCK", 5)
+    part = np.full((arr.shape[0] + 1, arr.shape[1], arr.shape[2]), -1, np.int64)
+    values.fill(arr, part[1:])
+    np.testing.assert_array_equal(part[1:], whole)
+    assert (part[0] == -1).all() and int(whole.max()) == values.top
+    assert medzip.compress(arr, fallback=False, chunk_slices=4, workers=2) == reference
+    np.testing.assert_array_equal(medzip.decompress(reference), arr)

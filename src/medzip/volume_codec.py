@@ -144,36 +144,73 @@ def _missing_where_dense(hist: np.ndarray) -> bool:
     return n_dense >= GAP_MIN_DENSE and missing * GAP_MISSING_RATIO >= n_dense
 
 
+@dataclass(frozen=True)
+class ValueMap:
+    """How stored integers become the integers the predictors work on: minus the minimum and,
+    when the histogram is sparse or rescaled (see ``scan_values``), their rank among the
+    ``used`` values (``lut``: value minus minimum -> rank)."""
+
+    vmin: int
+    top: int  # largest mapped value
+    lut: np.ndarray | None
+    used: np.ndarray | None  # the original values minus vmin that occur, when ranked
+    dtype: np.dtype  # of a mapped copy (fitting): the work dtype of the whole span
+
+    def fill(self, src: np.ndarray, out: np.ndarray) -> None:
+        """Write the mapped values of ``src`` (z, y, x) into ``out`` (same shape, any strides:
+        a padded chunk's inner view) in blocks of at most _BLOCK voxels, so the int64
+        temporaries stay small and no mapped copy of the volume is ever made."""
+        nz, ny, nx = src.shape
+        ry, rx = max(1, _BLOCK // max(nx, 1)), min(max(nx, 1), _BLOCK)
+        for z in range(nz):
+            for y0 in range(0, ny, ry):
+                for x0 in range(0, nx, rx):
+                    block = (z, slice(y0, y0 + ry), slice(x0, x0 + rx))
+                    v = src[block].astype(np.int64) - self.vmin
+                    out[block] = v if self.lut is None else self.lut[v]
+
+    def mapped(self, vol4: np.ndarray) -> np.ndarray:
+        """A mapped copy of a (t, z, y, x) volume, in the work dtype."""
+        out = np.empty(vol4.shape, self.dtype)
+        for t in range(vol4.shape[0]):
+            self.fill(vol4[t], out[t])
+        return out
+
+
+def _flat_blocks(flat: np.ndarray):
+    for s in range(0, flat.size, _BLOCK):
+        yield flat[s:s + _BLOCK].astype(np.int64)
+
+
+def scan_values(arr: np.ndarray) -> ValueMap:
+    """The value mapping of a volume: its minimum and, when the histogram is sparse (at most
+    half the span used) or values are missing where it is dense (rescaled data), the ranks of
+    the used values. Reads the volume in blocks: no full-size copy."""
+    src = arr.reshape(-1)
+    vmin, vmax = int(src.min()), int(src.max())
+    span = vmax - vmin + 1
+    if 16 <= span <= (1 << 24):
+        hist = np.zeros(span, np.int64)
+        for v in _flat_blocks(src):
+            hist += np.bincount(v - vmin, minlength=span)
+        used = np.flatnonzero(hist)
+        if used.size * 2 <= span or _missing_where_dense(hist):
+            lut = np.zeros(span, work_dtype(used.size - 1))
+            lut[used] = np.arange(used.size)
+            return ValueMap(vmin, int(used.size - 1), lut, used, np.dtype(work_dtype(span - 1)))
+    return ValueMap(vmin, vmax - vmin, None, None, np.dtype(work_dtype(span - 1)))
+
+
 def map_values(arr: np.ndarray):
     """The integers the predictors work on: ``(mapped, vmin, used)``.
 
     ``mapped`` is (t, z, y, x) in the work dtype with the minimum subtracted and, when the
-    histogram is sparse (at most half the span used) or values are missing where it is dense
-    (rescaled data), values replaced by their rank among the ``used`` values (else ``used`` is
-    None). Done block-wise: no full-size int64 copy.
+    histogram is sparse or rescaled, values replaced by their rank among the ``used`` values
+    (else ``used`` is None). The encoder itself maps chunk by chunk (``ValueMap.fill``); this
+    whole-volume copy serves fitting and training.
     """
-    vol4 = arr.reshape(_as_4d(arr.shape))
-    vmin, vmax = int(vol4.min()), int(vol4.max())
-    span = vmax - vmin + 1
-    mapped = np.empty(vol4.shape, work_dtype(vmax - vmin))
-    src, dst = vol4.reshape(-1), mapped.reshape(-1)
-    blocks = [slice(s, s + _BLOCK) for s in range(0, dst.size, _BLOCK)]
-    for b in blocks:
-        dst[b] = src[b].astype(np.int64) - vmin
-    used = None
-    if 16 <= span <= (1 << 24):
-        hist = np.zeros(span, np.int64)
-        for b in blocks:
-            hist += np.bincount(dst[b], minlength=span)
-        used = np.flatnonzero(hist)
-        if used.size * 2 > span and not _missing_where_dense(hist):
-            used = None
-        else:
-            lut = np.zeros(span, mapped.dtype)
-            lut[used] = np.arange(used.size)
-            for b in blocks:
-                dst[b] = lut[dst[b]]
-    return mapped, vmin, used
+    values = scan_values(arr)
+    return values.mapped(arr.reshape(_as_4d(arr.shape))), values.vmin, values.used
 
 
 def _store_table(used: np.ndarray) -> bytes:
@@ -194,25 +231,34 @@ def _load_table(blob: bytes, count: int) -> np.ndarray:
 # -- chunk engine -------------------------------------------------------------------------------
 def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
                chunk: np.ndarray | None = None, words: np.ndarray | None = None,
-               previous: np.ndarray | None = None, use_mask: bool = True):
+               previous: np.ndarray | None = None, use_mask: bool = True,
+               values: ValueMap | None = None):
     """Encode ``chunk`` (returns uint32 words) or decode ``words`` (returns the chunk).
 
     ``previous``: the same slices of the series' previous volume, for predictors that read it
     (``temporal``); it is padded like the chunk. Voxels of a predictor's ``known_plane`` (a
-    padding mask: 0 in every slice) are predicted and updated like the others, but not coded."""
+    padding mask: 0 in every slice) are predicted and updated like the others, but not coded.
+    ``values``: ``chunk`` and ``previous`` hold stored integers that this mapping turns into
+    the predictors' values as they are copied in (else they are mapped already)."""
+    def embed(src, dst):
+        if values is None:
+            geom.embed(src, dst)
+        else:
+            values.fill(src, geom.extract(dst))
+
     vol = np.zeros(geom.shape, work_dtype(vmax)).ravel()
     if previous is None:
         model = predictor.start_chunk(geom, vmax)
     else:
         ref = np.zeros(geom.shape, vol.dtype).ravel()
-        geom.embed(previous, ref)
+        embed(previous, ref)
         model = predictor.start_chunk(geom, vmax, ref=ref)
     # censored coding (entropy.ResidualCoder) for predictors whose stream version asks for it
     coder = ResidualCoder(predictor.prior, vmax if getattr(predictor, "censored", False) else None)
     encoding = chunk is not None
     known = _known_voxels(predictor, geom) if use_mask else None
     if encoding:
-        geom.embed(chunk, vol)
+        embed(chunk, vol)
         if known is not None and vol[known].any():
             raise ValueError("voxels of the padding mask are not at the floor")
         enc = constriction.stream.queue.RangeEncoder()
@@ -262,9 +308,12 @@ def chunk_geometry(predictor, shape) -> PaddedGeometry:
 
 @dataclass(frozen=True)
 class _EncodeState:
-    """What every encoder chunk job reads (one per call: never a module global)."""
+    """What every encoder chunk job reads (one per call: never a module global). ``vol4``
+    holds the stored integers; each job maps its own slab (``values``), so no mapped copy of
+    the volume stays in memory while the workers code."""
 
     vol4: np.ndarray
+    values: ValueMap
     predictor: object
     vmax: int
     chunks: list
@@ -275,8 +324,8 @@ def _encode_job(state: _EncodeState, i: int) -> bytes:
     part = state.vol4[t, z0:z0 + nz]
     geom = chunk_geometry(state.predictor, part.shape)
     previous = state.vol4[t - 1, z0:z0 + nz] if t and _temporal(state.predictor) else None
-    return code_chunk(state.predictor, geom, state.vmax, chunk=part,
-                      previous=previous).astype("<u4").tobytes()
+    return code_chunk(state.predictor, geom, state.vmax, chunk=part, previous=previous,
+                      values=state.values).astype("<u4").tobytes()
 
 
 def _temporal(predictor) -> bool:
@@ -397,23 +446,28 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
     if arr.size == 0:
         header["codec"] = "empty"
         return header
-    mapped, vmin, used = map_values(arr)
-    header["min"] = vmin
-    top = int(mapped.max())
+    values = scan_values(arr)
+    header["min"] = values.vmin
+    top, used = values.top, values.used
     if top == 0:
         header["codec"] = "constant"
         return header
     table = None if used is None else _store_table(used)
     model = settings.model or model_for_level(settings.level)
-    # the worker processes wait for the fit: it may use as many threads meanwhile
+    vol4 = arr.reshape(_as_4d(arr.shape))
+    # the fit reads a mapped copy, dropped before the chunks are coded (they map their own
+    # slabs): one raw volume less in memory while the workers run. The worker processes wait
+    # for the fit: it may use as many threads meanwhile.
+    mapped = values.mapped(vol4)
     candidates = fit_candidates(model, mapped, settings.level, threads=settings.workers)
-    if len(candidates) > 1 and mapped.size > SEARCH_FULL_VOXELS:
-        sample = _sample_slabs(mapped.shape)
-        candidates = [_smallest(candidates, mapped, top, settings, lambda p: sample, "search",
+    del mapped
+    if len(candidates) > 1 and vol4.size > SEARCH_FULL_VOXELS:
+        sample = _sample_slabs(vol4.shape)
+        candidates = [_smallest(candidates, vol4, values, settings, lambda p: sample, "search",
                                  False)[1]]
     size, (predictor, model_entry), blobs, chunks = _smallest(
-        candidates, mapped, top, settings,
-        lambda p: chunk_plan(mapped.shape, settings.chunk_slices, _temporal(p)), "compress",
+        candidates, vol4, values, settings,
+        lambda p: chunk_plan(vol4.shape, settings.chunk_slices, _temporal(p)), "compress",
         settings.progress)
     size += len(table or b"")
     fallback = _fallback(arr, size) if settings.fallback else None
@@ -431,16 +485,18 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
     return header
 
 
-def _smallest(candidates: list, vol4: np.ndarray, top: int, settings: CodecSettings, plan,
-              desc: str, progress: bool):
+def _smallest(candidates: list, vol4: np.ndarray, values: ValueMap, settings: CodecSettings,
+              plan, desc: str, progress: bool):
     """``(size, candidate, blobs, chunks)`` of the candidate whose chunks ``plan(predictor)``
-    code smallest, parameters included (ties keep the earlier, preferred candidate)."""
+    code smallest, parameters included (ties keep the earlier, preferred candidate).
+    ``vol4``: the stored integers, mapped slab by slab with ``values``."""
+    top = values.top
     best = None
     for cand in candidates:
         predictor = cand[0]
         chunks = plan(predictor)
         weights = [nz * vol4.shape[2] * vol4.shape[3] for _, _, nz in chunks]
-        state = _EncodeState(vol4, predictor, top, chunks)
+        state = _EncodeState(vol4, values, predictor, top, chunks)
         blobs = _run(_encode_job, state, list(range(len(chunks))), settings.workers, weights,
                      progress, desc, predictor, top)
         size = sum(map(len, blobs)) + len(predictor.params())
