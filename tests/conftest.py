@@ -119,6 +119,12 @@ def deep_trio() -> np.ndarray:
     return golden_array("blend4deep", "mr_trio_zfilled_z_32x64x64_u2")
 
 
+def padded_ct() -> np.ndarray:
+    """The blend5 golden crop (real head CT, pixels outside the inscribed circle at -2000 HU,
+    air inside at -1024): level 5 codes it with a padding mask and that floor (v5, flag 64)."""
+    return golden_array("blend5", "ct_head_fov_pad2000_32x64x64_i2")
+
+
 EXAMPLE4D = _nibabel_test_file("example4d.nii.gz")
 
 

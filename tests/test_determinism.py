@@ -22,7 +22,7 @@ import pytest
 import medzip
 
 from conftest import (EXAMPLE4D, deep_trio, demo_volume, example4d_head_series,
-                      example4d_masked_corner, long_dwi, wide_heart)
+                      example4d_masked_corner, long_dwi, padded_ct, wide_heart)
 
 
 ENVIRONMENTS = {
@@ -65,7 +65,7 @@ def sample():
 
 # name -> (array maker, level, fallback): a stream of every kind the default model writes
 # (v1 at levels 1/5/9, v2 with a padding mask, v2 with the previous volume, v3 wide sets,
-# v4 long sets, v4 deep sets)
+# v4 long sets, v4 deep sets, v5 field-of-view floor)
 CASES = {
     "dwi_b0_level1": (sample_array, 1, True),
     "dwi_b0_level5": (sample_array, 5, True),
@@ -75,6 +75,7 @@ CASES = {
     "wide_heart_level5": (wide_heart, 5, False),
     "long_dwi_level5": (long_dwi, 5, False),
     "deep_trio_level5": (deep_trio, 5, False),
+    "padded_ct_level5": (padded_ct, 5, False),
 }
 NEEDS_EXAMPLE4D = {"masked_epi_level5", "fmri_series_level5"}
 

@@ -8,7 +8,8 @@
   blend's residuals), v1 and v2 streams; ``blend3``: the same network, a v3 stream;
   ``blend4``: a v4 stream of an interpolated (zero-filled k-space) crop of real MR (long class
   sets); ``blend4deep``: a v4 stream of a slice-interpolated (zero-filled kz) crop (deep sets,
-  the class sets alone blended).
+  the class sets alone blended); ``blend5``: a v5 stream of a CT crop padded below its air floor
+  outside a circular field of view (padding mask, censoring at the field of view's floor).
 * Re-encoding today gives the same bytes (``test_ALARM_blend_encoder_output_changed``): the fit,
   the integer kernels, the model file and the censored coder are still the ones that wrote them.
   If a change is intended, bump ``blend.VERSION`` (old streams must keep decoding) and add files.
@@ -30,7 +31,8 @@ from medzip.container import Container
 from conftest import GOLDEN, comparable_header
 
 # golden folder -> whether today's encoder must reproduce its files (the ALARM)
-SETS = {"blend": False, "blend2": True, "blend3": True, "blend4": True, "blend4deep": True}
+SETS = {"blend": False, "blend2": True, "blend3": True, "blend4": True, "blend4deep": True,
+        "blend5": True}
 MANIFESTS = {s: json.loads((GOLDEN / s / "manifest.json").read_text())["volumes"] for s in SETS}
 NAMES = [f"{s}/{name}" for s in SETS for name in sorted(MANIFESTS[s])]
 
@@ -81,8 +83,8 @@ def test_blend_stream_names_unknown_version_cleanly():
     (vh,) = Container.parse(data).header["volumes"]
     params = Container.parse(data).section(vh["predictor_params"], "predictor parameters")
     with pytest.raises(UnsupportedVersionError):
-        load_predictor({**vh["model"], "version": 5}, params)
-    for version in (2, 3, 4):  # a v1 parameter block named another known version
+        load_predictor({**vh["model"], "version": 6}, params)
+    for version in (2, 3, 4, 5):  # a v1 parameter block named another known version
         with pytest.raises(ValueError):
             load_predictor({**vh["model"], "version": version}, params)
 

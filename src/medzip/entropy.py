@@ -57,8 +57,14 @@ class ResidualCoder:
     symbol are coded over the values that remain possible.
     """
 
-    def __init__(self, prior: np.ndarray | None = None, vmax: int | None = None):
+    def __init__(self, prior: np.ndarray | None = None, vmax: int | None = None,
+                 floor: int = 0):
         self.vmax = vmax
+        # censored coders: the lowest value a coded voxel can take (medzip-blend version 5: the
+        # floor inside a padding mask's field of view); 0 is the volume's floor
+        self.floor = int(floor) if vmax is not None else 0
+        if not 0 <= self.floor <= (vmax or 0):
+            raise ValueError("censoring floor outside the value range")
         self.counts = (default_prior() if prior is None else np.array(prior, dtype=np.int64)).copy()
         if self.counts.shape != (N_BUCKETS, ALPHABET):
             raise ValueError("prior table has the wrong shape")
@@ -97,6 +103,8 @@ class ResidualCoder:
     def encode_step(self, enc, r: np.ndarray, buckets: np.ndarray,
                     mu: np.ndarray | None = None) -> None:
         censored, vmax, mu_ = self._censoring(mu)
+        if self.floor:  # the residual from the prediction moved into [floor, vmax]
+            r = r + (mu - self.floor) - mu_
         q, sym, low, low_size = _encode_symbols(r, buckets, mu_, vmax, censored)
         order, group_bucket, group_end, bounded, keys = _bucket_groups(buckets, mu_, vmax,
                                                                        censored)
@@ -139,12 +147,21 @@ class ResidualCoder:
         if sel.any():
             low[sel] = dec.decode(_uniform_family, low_size[sel])
         self._adapt(buckets, sym, esc_len)
-        return (q << SHIFTS[buckets]) + low + lmin
+        r = (q << SHIFTS[buckets]) + low + lmin
+        if self.floor:  # back to the residual from the caller's prediction
+            r += mu_ - (mu - self.floor)
+        return r
 
     def _censoring(self, mu):
-        """``(censored, vmax, mu)`` as the kernels take them (0 and an empty array when unused)."""
+        """``(censored, vmax, mu)`` as the kernels take them (0 and an empty array when unused).
+
+        With a floor, values and predictions are taken relative to it and a prediction below it
+        is raised to it (a coded voxel never lies below): the kernels then see the range
+        [0, vmax - floor], and the residual coded is the one from that prediction."""
         if self.vmax is None or mu is None:
             return False, 0, _NO_MU
+        if self.floor:
+            return True, int(self.vmax) - self.floor, np.maximum(mu, self.floor) - self.floor
         return True, int(self.vmax), mu
 
     # -- censoring at the volume's floor and ceiling --------------------------------------------

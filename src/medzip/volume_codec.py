@@ -246,21 +246,31 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
         else:
             values.fill(src, geom.extract(dst))
 
+    known = _known_voxels(predictor, geom) if use_mask else None
+    # a predictor's ``floor`` (medzip-blend version 5): the lowest value inside the padding
+    # mask's field of view. The masked voxels (0, the volume's floor) take that value while the
+    # chunk is coded, so the predictors see air, not a step down to the padding, at the field
+    # of view's edge; the coder censors coded voxels there. They are set back to 0 at the end.
+    floor = int(getattr(predictor, "floor", 0)) if known is not None else 0
     vol = np.zeros(geom.shape, work_dtype(vmax)).ravel()
     if previous is None:
         model = predictor.start_chunk(geom, vmax)
     else:
         ref = np.zeros(geom.shape, vol.dtype).ravel()
         embed(previous, ref)
+        if floor:
+            ref[known] = floor
         model = predictor.start_chunk(geom, vmax, ref=ref)
     # censored coding (entropy.ResidualCoder) for predictors whose stream version asks for it
-    coder = ResidualCoder(predictor.prior, vmax if getattr(predictor, "censored", False) else None)
+    coder = ResidualCoder(predictor.prior, vmax if getattr(predictor, "censored", False) else None,
+                          floor)
     encoding = chunk is not None
-    known = _known_voxels(predictor, geom) if use_mask else None
     if encoding:
         embed(chunk, vol)
         if known is not None and vol[known].any():
             raise ValueError("voxels of the padding mask are not at the floor")
+        if floor:
+            vol[known] = floor
         enc = constriction.stream.queue.RangeEncoder()
     else:
         dec = constriction.stream.queue.RangeDecoder(words)
@@ -276,8 +286,8 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
         else:
             if known is None:
                 r = coder.decode_step(dec, bucket, mu)
-            else:  # masked voxels are 0: their residual is -mu
-                r = -mu
+            else:  # masked voxels are at the floor (0, or the predictor's): residual known
+                r = floor - mu
                 if coded.size:
                     r[coded] = coder.decode_step(dec, bucket[coded], mu[coded])
             x = mu + r
@@ -287,6 +297,8 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
         model.update(vol, flat, zloc, r)
     if encoding:
         return enc.get_compressed()
+    if floor:
+        vol[known] = 0
     return geom.extract(vol)  # a view: callers copy what they keep
 
 

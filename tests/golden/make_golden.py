@@ -15,6 +15,8 @@
                                                       # with long class sets (v4), once
     python tests/golden/make_golden.py --set blend4deep  # a slice-interpolated crop coded
                                                          # with deep class sets (v4), once
+    python tests/golden/make_golden.py --set blend5   # a CT crop padded below its air floor
+                                                      # outside a circular field of view (v5)
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -172,6 +174,28 @@ BLEND4_DEEP_CASES = {
         lambda: _slice_interpolated("mr_epi_trio_axasc35_heudiconv", slice(4, 20)),
         {}),
 }
+
+
+def _fov_padded(name: str, pad_value: int, *index) -> np.ndarray:
+    """A crop of a real CT with the pixels outside the inscribed circle set to ``pad_value``:
+    what scanners that pad the field of view with -2000 or -3024 HU store (air stays at its
+    clip floor inside)."""
+    crop = _crop(name, *index)
+    _, y_, x_ = crop.shape
+    yy, xx = np.mgrid[0:y_, 0:x_]
+    crop[:, (yy - y_ / 2 + 0.5) ** 2 + (xx - x_ / 2 + 0.5) ** 2 > (y_ / 2) ** 2] = pad_value
+    return crop
+
+
+BLEND5_CASES = {
+    "ct_head_fov_pad2000_32x64x64_i2": (
+        "ct_head_invesalius_cranium [30:62, ::4, ::4] (genuine CT, invesalius, GPL-2) with the "
+        "pixels outside the inscribed circle set to -2000 HU: padding mask and the field of "
+        "view's floor -1024 (version 5, flag 64)",
+        lambda: _fov_padded("ct_head_invesalius_cranium", -2000, slice(30, 62),
+                            slice(None, None, 4), slice(None, None, 4)),
+        {}),
+}
 # Format 2.0 (compressed header) and 1.2's fallback codecs, made once by the writer that
 # introduced them; their decode test is tests/test_golden_format2.py.
 FORMAT2_CASES = {
@@ -207,7 +231,8 @@ SETS = {"ls3d": (HERE, CASES, {"model": "ls3d"}),
         "blend2": (HERE / "blend2", BLEND2_CASES, {"level": 5, "fallback": False}),
         "blend3": (HERE / "blend3", BLEND3_CASES, {"level": 5, "fallback": False}),
         "blend4": (HERE / "blend4", BLEND4_CASES, {"level": 5, "fallback": False}),
-        "blend4deep": (HERE / "blend4deep", BLEND4_DEEP_CASES, {"level": 5, "fallback": False})}
+        "blend4deep": (HERE / "blend4deep", BLEND4_DEEP_CASES, {"level": 5, "fallback": False}),
+        "blend5": (HERE / "blend5", BLEND5_CASES, {"level": 5, "fallback": False})}
 # Sets whose files are tagged with the model version that wrote them.
 MODEL_SETS = {"lstm": "medzip-lstm", "paper": "medzip-paper"}
 

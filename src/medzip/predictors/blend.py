@@ -46,7 +46,7 @@ from .base import PredictorBase, ResidualChunk
 from .contexts import activity_bucket, residual_activity
 from .lstm import N_FEATURES, LSTMPredictor, _step_outputs, voxel_features
 from .models import ModelFile
-from .padding import fit_known_plane
+from .padding import fit_fov_floor, fit_known_plane
 from .sums import split_map, split_sums
 from .temporal import N_T2, N_T3, fit_temporal, ref_offsets
 
@@ -55,8 +55,14 @@ VERSION = 1  # written when the previous-volume context is off (3-D volumes, mos
 TEMPORAL_VERSION = 2  # version 1 + previous-volume experts and/or a padding mask (flags)
 WIDE_VERSION = 3  # version 2's layout with the wide class sets (flag 4) on
 LONG_VERSION = 4  # version 2's layout with flag 8 (long class sets) and / or 16 (in-slice set)
-VERSIONS = (VERSION, TEMPORAL_VERSION, WIDE_VERSION, LONG_VERSION)
+# version 2-4's layout with flag 64: the floor inside the padding mask's field of view (the
+# lowest value outside the mask, above the padding value; CT that pads with -2000 or -3024 HU
+# and clips air at -1024). Coded voxels are censored there and the masked voxels read as that
+# value while coding (volume_codec.code_chunk). Streams of earlier versions are unchanged.
+FLOOR_VERSION = 5
+VERSIONS = (VERSION, TEMPORAL_VERSION, WIDE_VERSION, LONG_VERSION, FLOOR_VERSION)
 FLAG_TEMPORAL, FLAG_MASK, FLAG_WIDE, FLAG_LONG, FLAG_SLICE, FLAG_DEEP = 1, 2, 4, 8, 16, 32
+FLAG_FLOOR = 64
 MAX_MASK_PIXELS = 1 << 26  # a plane of up to 8192 x 8192
 N_BANDS = 4
 N_ACT = 3
@@ -167,7 +173,8 @@ class BlendPredictor(PredictorBase):
     def __init__(self, ls: LS3DPredictor, edges, athr, ccoef, bias_cancel: bool = True,
                  power: int = 3, experts: int = ALL_EXPERTS, lstm: ModelFile | None = None,
                  tcoef=None, temporal: bool = False, known: np.ndarray | None = None,
-                 wcoef=None, wide: bool = False, scoef=None, in_slice: bool = False):
+                 wcoef=None, wide: bool = False, scoef=None, in_slice: bool = False,
+                 floor: int = 0):
         self.ls = ls
         self.edges = np.asarray(edges, np.int64)  # N_BANDS - 1 intensity band edges
         self.athr = np.asarray(athr, np.int64)  # N_ACT - 1 activity thresholds
@@ -182,6 +189,10 @@ class BlendPredictor(PredictorBase):
             raise ValueError("bad temporal coefficient sets")
         # pixels at the floor (0) in every slice: the engine does not code them (code_chunk)
         self.known_plane = None if known is None else np.asarray(known, bool)
+        # the floor inside the mask's field of view (version 5); 0: none (the volume's floor)
+        self.floor = int(floor) if self.known_plane is not None else 0
+        if self.floor < 0:
+            raise ValueError("bad field-of-view floor")
         # wide class sets (N_CLASSES x N_WIDE), and whether this stream uses them
         self.wcoef = None if wcoef is None else np.asarray(wcoef, np.int64)
         self.wide = bool(wide) and self.wcoef is not None
@@ -205,7 +216,8 @@ class BlendPredictor(PredictorBase):
         self.wide_offsets = OFFS_LONG if self.long else OFFS_DEEP if self.deep else OFFS_WIDE
         self.zw = slices_back(self.wide_offsets)
         self.zpad = max(ZPAD, self.zw)
-        self.version = LONG_VERSION if self.long or self.in_slice or self.deep else \
+        self.version = FLOOR_VERSION if self.floor else \
+            LONG_VERSION if self.long or self.in_slice or self.deep else \
             WIDE_VERSION if self.wide else \
             TEMPORAL_VERSION if self.temporal or known is not None else VERSION
         # optional row LSTM that corrects the blend (mean and scale), as medzip-lstm corrects LS
@@ -226,7 +238,7 @@ class BlendPredictor(PredictorBase):
         opts = dict(bias_cancel=self.bias_cancel, power=self.power, experts=self.experts,
                     lstm=self.lstm, tcoef=self.tcoef, temporal=self.temporal,
                     known=self.known_plane, wcoef=self.wcoef, wide=self.wide, scoef=self.scoef,
-                    in_slice=self.in_slice)
+                    in_slice=self.in_slice, floor=self.floor)
         opts.update(kw)
         return BlendPredictor(self.ls, self.edges, self.athr, self.ccoef, **opts)
 
@@ -243,6 +255,8 @@ class BlendPredictor(PredictorBase):
             masks += np.packbits(wown).tobytes()
         if self.in_slice:
             parts.append(self.scoef)
+        if self.floor:
+            parts.append(np.array([self.floor], np.int64))
         if self.known_plane is not None:
             parts.append(np.array(self.known_plane.shape, np.int64))
         body = np.concatenate(parts).astype("<i8").tobytes()
@@ -254,7 +268,8 @@ class BlendPredictor(PredictorBase):
             head += struct.pack("<B", FLAG_TEMPORAL * self.temporal
                                 + FLAG_MASK * (self.known_plane is not None)
                                 + FLAG_WIDE * self.wide + FLAG_LONG * self.long
-                                + FLAG_SLICE * self.in_slice + FLAG_DEEP * self.deep)
+                                + FLAG_SLICE * self.in_slice + FLAG_DEEP * self.deep
+                                + FLAG_FLOOR * bool(self.floor))
         lsb = self.ls.params()
         packed = zstandard.ZstdCompressor(level=19).compress(masks + body)
         return head + struct.pack("<H", len(lsb)) + lsb + packed
@@ -266,9 +281,11 @@ class BlendPredictor(PredictorBase):
         temporal, masked = bool(flags & FLAG_TEMPORAL), bool(flags & FLAG_MASK)
         wide, long, in_slice, deep = (bool(flags & FLAG_WIDE), bool(flags & FLAG_LONG),
                                       bool(flags & FLAG_SLICE), bool(flags & FLAG_DEEP))
+        floored = bool(flags & FLAG_FLOOR)
         allowed = ALL_EXPERTS if temporal else SPATIAL_EXPERTS
         if version not in VERSIONS or bias > 1 or power not in (2, 3) \
-                or not 0 < experts <= allowed or flags > 63 \
+                or not 0 < experts <= allowed or flags > 127 \
+                or floored != (version == FLOOR_VERSION) or (floored and not masked) \
                 or (version == 2 and not 0 < flags < 4) \
                 or (version == WIDE_VERSION and not 4 <= flags < 8) \
                 or (version == LONG_VERSION and not (long or in_slice or deep)) \
@@ -293,7 +310,7 @@ class BlendPredictor(PredictorBase):
         n_set = N_LONG if long else N_DEEP if deep else N_WIDE
         n_w = n_set * (1 + int(wown.sum())) if wide else 0
         n_slice = N_LONG_SLICE if in_slice else 0
-        n_body = n_cls + n_t + n_w + n_slice + (2 if masked else 0)
+        n_body = n_cls + n_t + n_w + n_slice + int(floored) + (2 if masked else 0)
         if len(raw) < n_masks + 8 * n_body:
             raise ValueError("bad blend parameter block")
         body = np.frombuffer(raw, "<i8", count=n_body, offset=n_masks).astype(np.int64)
@@ -319,8 +336,11 @@ class BlendPredictor(PredictorBase):
             wcoef[wown] = body[w0 + n_set:w0 + n_w].reshape(-1, n_set)
         if in_slice:
             scoef = body[w0 + n_w:w0 + n_w + n_slice]
+        floor = int(body[w0 + n_w + n_slice]) if floored else 0
+        if floored and floor <= 0:
+            raise ValueError("bad blend parameter block")
         return cls(ls, edges, athr, ccoef, bool(bias), power, experts, lstm, tcoef, temporal,
-                   known, wcoef, wide, scoef, in_slice)
+                   known, wcoef, wide, scoef, in_slice, floor)
 
     # -- encoder-side fit -------------------------------------------------------------------
     @classmethod
@@ -336,6 +356,7 @@ class BlendPredictor(PredictorBase):
             kw.setdefault("tcoef", fitted[:2])
             kw.setdefault("temporal", fitted[2])
         kw.setdefault("known", fit_known_plane(vol4))
+        kw.setdefault("floor", fit_fov_floor(vol4, kw["known"]))
         fitted = _fit_wide_classes(vol4, edges, athr, ccoef, threads)
         if fitted is not None:
             kw.setdefault("wcoef", fitted[0])

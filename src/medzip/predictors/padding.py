@@ -36,3 +36,14 @@ def fit_known_plane(vol4: np.ndarray) -> np.ndarray | None:
     if mask.sum() < MIN_PIXELS or 8 * len(packed_mask(mask)) >= PAYS_BITS_PER_VOXEL * covered:
         return None
     return mask
+
+
+def fit_fov_floor(vol4: np.ndarray, mask: np.ndarray | None) -> int:
+    """The lowest value outside the padding mask (inside the field of view), when the mask is
+    used and that value lies above the padding's 0: CT padded with -2000 or -3024 HU outside a
+    circular field of view whose air is clipped at -1024 (blend version 5). 0 otherwise."""
+    if mask is None or mask.all():
+        return 0
+    inside = ~mask
+    return int(min(int(vol4[t, z][inside].min()) for t in range(vol4.shape[0])
+                   for z in range(vol4.shape[1])))
