@@ -9,7 +9,9 @@
   ``blend4``: a v4 stream of an interpolated (zero-filled k-space) crop of real MR (long class
   sets); ``blend4deep``: a v4 stream of a slice-interpolated (zero-filled kz) crop (deep sets,
   the class sets alone blended); ``blend5``: a v5 stream of a CT crop padded below its air floor
-  outside a circular field of view (padding mask, censoring at the field of view's floor).
+  outside a circular field of view (padding mask, censoring at the field of view's floor), and
+  the blend4deep crop as today's encoder codes it (since stop 14 it sends the crop's padding
+  mask too, so ``blend4deep`` is a decode test and its ALARM lives here).
 * Re-encoding today gives the same bytes (``test_ALARM_blend_encoder_output_changed``): the fit,
   the integer kernels, the model file and the censored coder are still the ones that wrote them.
   If a change is intended, bump ``blend.VERSION`` (old streams must keep decoding) and add files.
@@ -31,7 +33,7 @@ from medzip.container import Container
 from conftest import GOLDEN, comparable_header
 
 # golden folder -> whether today's encoder must reproduce its files (the ALARM)
-SETS = {"blend": False, "blend2": True, "blend3": True, "blend4": True, "blend4deep": True,
+SETS = {"blend": False, "blend2": True, "blend3": True, "blend4": True, "blend4deep": False,
         "blend5": True}
 MANIFESTS = {s: json.loads((GOLDEN / s / "manifest.json").read_text())["volumes"] for s in SETS}
 NAMES = [f"{s}/{name}" for s in SETS for name in sorted(MANIFESTS[s])]

@@ -16,7 +16,9 @@
     python tests/golden/make_golden.py --set blend4deep  # a slice-interpolated crop coded
                                                          # with deep class sets (v4), once
     python tests/golden/make_golden.py --set blend5   # a CT crop padded below its air floor
-                                                      # outside a circular field of view (v5)
+                                                      # outside a circular field of view (v5),
+                                                      # and blend4deep's crop as the stop-14
+                                                      # encoder codes it (v4 with a mask)
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -195,6 +197,10 @@ BLEND5_CASES = {
         lambda: _fov_padded("ct_head_invesalius_cranium", -2000, slice(30, 62),
                             slice(None, None, 4), slice(None, None, 4)),
         {}),
+    # the blend4deep crop as the stop-14 encoder codes it: deep class sets and, since masks of
+    # up to 0.25 bit per covered voxel are sent, a padding mask (version 4, flags 2 + 4 + 32)
+    "mr_trio_zfilled_z_32x64x64_u2": BLEND4_DEEP_CASES["mr_trio_zfilled_z_32x64x64_u2"][:2]
+    + ({},),
 }
 # Format 2.0 (compressed header) and 1.2's fallback codecs, made once by the writer that
 # introduced them; their decode test is tests/test_golden_format2.py.
