@@ -16,7 +16,7 @@ import zstandard
 # Use the mask when its coded bits are below this many bits per voxel it covers. A covered
 # voxel saves more than its own coding (0.04-0.18 bits on the development set): the tables of
 # the low-activity contexts and the voxels at the mask's edge gain too. Forcing every candidate
-# mask on the development volumes and slices (stop 14, MODELS.md "Padding mask"): masks of
+# mask on the development volumes and slices (stop 14, MODELS.md "Padding mask rule"): masks of
 # 0.09-0.20 bits per covered voxel bought 0.05-0.8 % (genuine CT slices padded outside the
 # field of view, thin MR with a few background pixels), up to 9.7 % on a CT slice padded below
 # its air (version 5); at 0.30-6.1 (scattered zeros of single MR/CT slices) they cost up to
