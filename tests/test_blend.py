@@ -307,3 +307,26 @@ def test_levels_7_to_9_compare_candidates_on_a_sample_of_large_volumes(monkeypat
     assert coded[-1] == (1, arr.size)  # the winner codes the whole volume (one chunk)
     assert medzip.compress(arr, level=9, fallback=False, workers=2) == blob
     np.testing.assert_array_equal(medzip.decompress(blob, workers=2), arr)
+
+
+def test_large_volumes_without_wide_sets_use_the_in_slice_set(monkeypatch):
+    """Thick-slice scans (wide sets off, many voxels) get the 36-tap in-slice set at the
+    default level (a version 4 stream with flag 16 alone); small volumes keep the 6-tap one,
+    and so do volumes whose wide sets are on. Shown on the bundled DWI sample (wide sets off)
+    with the size threshold lowered to it, and on the cine MR crop (wide sets on)."""
+    from medzip.predictors import blend
+
+    arr = sample_array()
+    vol4 = mapped_volume(arr).astype(np.int32)
+    small = BlendPredictor.fit(vol4)
+    assert not small.wide and not small.in_slice and vol4.size < blend.IN_SLICE_MIN_VOXELS
+    monkeypatch.setattr(blend, "IN_SLICE_MIN_VOXELS", vol4.size)
+    pred = BlendPredictor.fit(vol4)
+    assert pred.in_slice and not pred.wide and pred.version == blend.LONG_VERSION
+    assert pred.params()[4] & blend.FLAG_SLICE and not pred.params()[4] & blend.FLAG_WIDE
+    blob = medzip.compress(arr, chunk_slices=2, fallback=False)
+    assert medzip.inspect(blob)["volumes"][0]["model_version"] == blend.LONG_VERSION
+    for workers in (1, 2):
+        np.testing.assert_array_equal(medzip.decompress(blob, workers=workers), arr)
+    heart = BlendPredictor.fit(mapped_volume(wide_heart()).astype(np.int32))
+    assert heart.wide and not heart.in_slice

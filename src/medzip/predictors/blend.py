@@ -128,8 +128,15 @@ OFFS_LONG = OFFS_WIDE + [
 N_LONG = len(OFFS_LONG) + 1
 # The in-slice set (version 4, FLAG_SLICE): one set over the long sets' 36 in-slice taps, the
 # blend's in-slice expert p2 on every slice and so the whole prediction on a chunk's first
-# slice. It comes with the long sets; levels 7-9 also try it with the wide sets.
+# slice. It comes with the long sets; levels 7-9 also try it with the wide sets. Since stop 14
+# the default also uses it on volumes of at least IN_SLICE_MIN_VOXELS whose wide sets are off,
+# which is where a thick-slice CT lands (the previous slice helps little, the wide sets do not
+# pay): head CT, every 3rd slice -0.93 %; on smaller volumes its 37 coefficients cost more than
+# they buy (small MR +0.03 ... +0.26 %). Where the wide sets are on it bought -0.04 ... -1.5 %
+# too, but costs a 36-tap product per voxel on the clinical-size CT the speed target is
+# measured on, so it stays a level 7-9 candidate there (MODELS.md "Thick slices").
 OFFS_LONG_SLICE = [o for o in OFFS_LONG if o[0] == 0]
+IN_SLICE_MIN_VOXELS = 1 << 20
 N_LONG_SLICE = len(OFFS_LONG_SLICE) + 1
 LONG_PAD = 4  # chunk padding the long sets need in y and x
 # Deep class sets (version 4, FLAG_DEEP): the wide sets' neighbourhood plus the 5x5 ring two
@@ -366,6 +373,9 @@ class BlendPredictor(PredictorBase):
                 kw.setdefault("in_slice", True)
             elif fitted[0].shape[1] == N_DEEP:
                 kw.setdefault("experts", DEEP_EXPERTS)
+        if "in_slice" not in kw and not kw.get("wide") and vol4.size >= IN_SLICE_MIN_VOXELS:
+            kw["scoef"] = fit_in_slice_set(vol4, threads)  # thick slices: the slice matters most
+            kw["in_slice"] = True
         return cls(ls, edges, athr, ccoef, **kw)
 
     def start_chunk(self, geom: PaddedGeometry, vmax: int, ref: np.ndarray | None = None):
