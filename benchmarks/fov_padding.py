@@ -40,11 +40,12 @@ def padded(ct: np.ndarray, pad_value: int | None) -> np.ndarray:
     return out
 
 
-def jpegxl_bits(arr: np.ndarray) -> int:
+def jpegxl_bits(arr: np.ndarray, effort: int = 7) -> int:
+    """JPEG-XL lossless per slice, values shifted to start at 0 (thick_slices.py uses it too)."""
     import imagecodecs
     u = (arr.astype(np.int64) - int(arr.min())).astype(np.uint16)
     bits = max(1, int(u.max()).bit_length())
-    return 8 * sum(len(imagecodecs.jpegxl_encode(s, lossless=True, effort=7,
+    return 8 * sum(len(imagecodecs.jpegxl_encode(s, lossless=True, effort=effort,
                                                  bitspersample=bits)) for s in u)
 
 

@@ -14,9 +14,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import sys
+
 import numpy as np
 
 import medzip
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fov_padding import jpegxl_bits  # noqa: E402  (a sibling script, not a package)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/volumes"
 
@@ -28,14 +33,6 @@ def thick(vol: np.ndarray, factor: int, mode: str) -> np.ndarray:
     n = vol.shape[0] // factor * factor
     mean = vol[:n].astype(np.float64).reshape(-1, factor, *vol.shape[1:]).mean(axis=1)
     return np.floor(mean + 0.5).astype(vol.dtype)
-
-
-def jpegxl_bits(arr: np.ndarray, effort: int) -> int:
-    import imagecodecs
-    u = (arr.astype(np.int64) - int(arr.min())).astype(np.uint16)
-    bits = max(1, int(u.max()).bit_length())
-    return 8 * sum(len(imagecodecs.jpegxl_encode(s, lossless=True, effort=effort,
-                                                 bitspersample=bits)) for s in u)
 
 
 def medzip_bits(arr: np.ndarray, level: int) -> int:
@@ -61,7 +58,7 @@ def main() -> None:
             arr = thick(vol, factor, mode)
             n = arr.size
             ours = [medzip_bits(arr, lv) for lv in args.levels]
-            peers = [jpegxl_bits(arr, 7)] + ([] if args.no_e9 else [jpegxl_bits(arr, 9)])
+            peers = [jpegxl_bits(arr)] + ([] if args.no_e9 else [jpegxl_bits(arr, 9)])
             label = "as stored" if factor == 1 else f"{mode} {factor}"
             print(f"{args.name} {label} {arr.shape}: "
                   + ", ".join(f"-{lv} {b / n:.3f}" for lv, b in zip(args.levels, ours))

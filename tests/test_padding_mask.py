@@ -123,7 +123,7 @@ def test_floor_stream_round_trips_in_parts(padded_ct_array):
                                   padded_ct_array[7:13])
 
 
-def test_forged_floor_blocks_are_refused(padded_ct_array):
+def test_forged_floor_blocks_are_refused(padded_ct_array, monkeypatch):
     vol4 = mapped_volume(padded_ct_array).astype(np.int32)
     pred = BlendPredictor.fit(vol4)
     blob = pred.params()
@@ -138,9 +138,7 @@ def test_forged_floor_blocks_are_refused(padded_ct_array):
     stream = medzip.compress(padded_ct_array, fallback=False)
     real_load = vc.load_predictor
     for floor in (int(vol4.max()) + 1, 1 << 40):
-        vc.load_predictor = lambda *a, _f=floor, **k: real_load(*a, **k).variant(floor=_f)
-        try:
-            with pytest.raises(CorruptStreamError):
-                medzip.decompress(stream)
-        finally:
-            vc.load_predictor = real_load
+        monkeypatch.setattr(vc, "load_predictor",
+                            lambda *a, _f=floor, **k: real_load(*a, **k).variant(floor=_f))
+        with pytest.raises(CorruptStreamError):
+            medzip.decompress(stream)

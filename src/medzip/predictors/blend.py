@@ -368,14 +368,15 @@ class BlendPredictor(PredictorBase):
         if fitted is not None:
             kw.setdefault("wcoef", fitted[0])
             kw.setdefault("wide", fitted[1])
-            if fitted[0].shape[1] == N_LONG:  # the long sets come with the in-slice set
-                kw.setdefault("scoef", fit_in_slice_set(vol4, threads))
-                kw.setdefault("in_slice", True)
-            elif fitted[0].shape[1] == N_DEEP:
+            if fitted[0].shape[1] == N_DEEP:
                 kw.setdefault("experts", DEEP_EXPERTS)
-        if "in_slice" not in kw and not kw.get("wide") and vol4.size >= IN_SLICE_MIN_VOXELS:
-            kw["scoef"] = fit_in_slice_set(vol4, threads)  # thick slices: the slice matters most
-            kw["in_slice"] = True
+        # the long sets come with the in-slice set; so do large volumes without wide sets
+        # (thick slices: the slice matters most)
+        long_sets = fitted is not None and fitted[0].shape[1] == N_LONG
+        thick = "in_slice" not in kw and not kw.get("wide") and vol4.size >= IN_SLICE_MIN_VOXELS
+        if long_sets or thick:
+            kw.setdefault("scoef", fit_in_slice_set(vol4, threads))
+            kw.setdefault("in_slice", True)
         return cls(ls, edges, athr, ccoef, **kw)
 
     def start_chunk(self, geom: PaddedGeometry, vmax: int, ref: np.ndarray | None = None):
