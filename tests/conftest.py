@@ -271,3 +271,11 @@ def flip_bit(data: bytes, pos: int, bit: int = 0) -> bytes:
     b = bytearray(data)
     b[pos] ^= 1 << bit
     return bytes(b)
+
+
+def classic_version(pred) -> int:
+    """The version ``pred``'s stream has without the fixed-rule experts (version 6 is any
+    layout of versions 2-5 plus their byte)."""
+    from medzip.predictors import blend
+
+    return pred.variant(experts=pred.experts & ~blend.FIXED_EXPERTS).version

@@ -1,17 +1,20 @@
 """medzip-blend and the censored residual coder on real data (the bundled dipy b0 sample)."""
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 
 import medzip
-from medzip.predictors.blend import N_CLASSES, N_WIDE, VERSION, WIDE_VERSION, BlendPredictor
+from medzip.predictors.blend import (ALL_EXPERTS, N_CLASSES, N_WIDE, VERSION, WIDE_VERSION,
+                                     BlendPredictor)
 from medzip.predictors.ls3d import LS3DPredictor
 from medzip.predictors.registry import fit_candidates
 from medzip.training.data import mapped_volume
 from medzip.volume_codec import chunk_geometry, code_chunk
 
-from conftest import deep_trio, long_dwi, wide_heart
+from conftest import classic_version, deep_trio, long_dwi, wide_heart
 from test_determinism import sample_array
 
 
@@ -70,7 +73,8 @@ def test_wide_class_sets_round_trip_and_their_parameter_block_is_checked(clipped
     """Version 3: the classified LS on 41 taps from a chunk's third slice on. Forced on here (the
     encoder turns it on where it pays): every tap must be decoded before the voxel that reads
     it, which the round trip through the wavefront decoder checks."""
-    pred = BlendPredictor.fit(clipped, known=None)  # no padding mask: versions 1 and 3 alone
+    # no padding mask and no fixed-rule experts: versions 1 and 3 alone
+    pred = BlendPredictor.fit(clipped, known=None, experts=ALL_EXPERTS)
     assert pred.wcoef is not None and pred.wcoef.shape == (N_CLASSES, N_WIDE)
     wide = pred.variant(wide=True)
     assert wide.version == WIDE_VERSION and wide.variant(wide=False).version == VERSION
@@ -118,11 +122,12 @@ def test_long_class_sets_are_chosen_on_interpolated_mr(monkeypatch):
     arr = long_dwi()
     vol4 = mapped_volume(arr).astype(np.int32)
     pred = BlendPredictor.fit(vol4)
-    assert pred.long and pred.wide and pred.version == blend.LONG_VERSION
+    assert pred.long and pred.wide and classic_version(pred) == blend.LONG_VERSION
     assert pred.wcoef.shape == (N_CLASSES, blend.N_LONG) and pred.pad == blend.LONG_PAD
     monkeypatch.setattr(blend, "LONG_TRY_PERCENT", 0)  # the same fit, stopping at the wide sets
     wide = BlendPredictor.fit(vol4)
-    assert wide.wide and not wide.long and wide.version == WIDE_VERSION and wide.pad == 2
+    assert wide.wide and not wide.long and classic_version(wide) == WIDE_VERSION
+    assert wide.pad == 2
     vmax = int(vol4.max())
 
     def total(p):
@@ -130,7 +135,9 @@ def test_long_class_sets_are_chosen_on_interpolated_mr(monkeypatch):
 
     assert total(pred) < 0.95 * total(wide)
     assert pred.in_slice and pred.scoef.shape == (blend.N_LONG_SLICE,)  # comes with them
-    assert pred.experts == blend.ALL_EXPERTS  # every expert blended (levels 7-9 try fewer)
+    # every expert of versions 1-5 blended (levels 7-9 try fewer), no fixed-rule one (they
+    # cost on band-limited slices)
+    assert pred.experts == blend.ALL_EXPERTS
     again = BlendPredictor.from_params(pred.params())
     assert again.long and again.in_slice and np.array_equal(again.wcoef, pred.wcoef)
     assert np.array_equal(again.scoef, pred.scoef)
@@ -158,10 +165,10 @@ def test_long_class_sets_are_chosen_on_mr_interpolated_along_y_only(monkeypatch)
     assert arr.shape == (6, 128, 64)
     vol4 = mapped_volume(arr).astype(np.int32)
     pred = BlendPredictor.fit(vol4)
-    assert pred.long and pred.in_slice and pred.version == blend.LONG_VERSION
+    assert pred.long and pred.in_slice and classic_version(pred) == blend.LONG_VERSION
     monkeypatch.setattr(blend, "LONG_TRY_PERCENT", 0)  # no probe passes: the sets without them
     without = BlendPredictor.fit(vol4)
-    assert not without.wide and without.version == VERSION
+    assert not without.wide and classic_version(without) == VERSION
     vmax = int(vol4.max())
 
     def total(p):
@@ -177,7 +184,7 @@ def test_version_4_flags_are_checked():
     from medzip.predictors import blend
 
     arr = long_dwi()
-    pred = BlendPredictor.fit(mapped_volume(arr).astype(np.int32))
+    pred = BlendPredictor.fit(mapped_volume(arr).astype(np.int32), experts=blend.ALL_EXPERTS)
     variants = {(True, True): pred, (False, True): pred.variant(wide=False),
                 (True, False): pred.variant(in_slice=False)}
     for (wide, in_slice), p in variants.items():
@@ -243,11 +250,15 @@ def test_deep_flag_is_checked():
 
 def test_level_9_tries_the_in_slice_set_with_wide_sets():
     """On real cine MR (wide sets on at level 5) level 9 also codes the wide sets plus the
-    in-slice set, a version 4 stream, and keeps the smaller stream."""
+    in-slice set and the blend without the fixed-rule experts, and keeps the smallest
+    stream."""
     arr = wide_heart()
     vol4 = mapped_volume(arr).astype(np.int32)
     cands = [c[0] for c in fit_candidates("medzip-blend", vol4, 9)]
     assert [c.in_slice and c.wide and not c.long for c in cands].count(True) == 1
+    # the crop is slice-poor: the fixed-rule experts at level 5, and a candidate without them
+    from medzip.predictors.blend import FIXED_EXPERTS
+    assert cands[0].experts & FIXED_EXPERTS and any(not c.experts & FIXED_EXPERTS for c in cands)
     nine = medzip.compress(arr, level=9, fallback=False)
     assert len(nine) <= len(medzip.compress(arr, level=5, fallback=False))
     np.testing.assert_array_equal(medzip.decompress(nine), arr)
@@ -311,22 +322,80 @@ def test_levels_7_to_9_compare_candidates_on_a_sample_of_large_volumes(monkeypat
 
 def test_large_volumes_without_wide_sets_use_the_in_slice_set(monkeypatch):
     """Thick-slice scans (wide sets off, many voxels) get the 36-tap in-slice set at the
-    default level (a version 4 stream with flag 16 alone); small volumes keep the 6-tap one,
-    and so do volumes whose wide sets are on. Shown on the bundled DWI sample (wide sets off)
-    with the size threshold lowered to it, and on the cine MR crop (wide sets on)."""
+    default level (a version 4 stream with flag 16 alone); small volumes keep the 6-tap one.
+    Where the wide sets are on, slice-poor volumes of a quarter of that size get it too (flags
+    4 + 16), others not. Shown on the bundled DWI sample (wide sets off) and on the cine MR
+    crop (wide sets on, slice-poor), with the size threshold lowered to them."""
     from medzip.predictors import blend
 
     arr = sample_array()
     vol4 = mapped_volume(arr).astype(np.int32)
     small = BlendPredictor.fit(vol4)
     assert not small.wide and not small.in_slice and vol4.size < blend.IN_SLICE_MIN_VOXELS
+    heart4 = mapped_volume(wide_heart()).astype(np.int32)
+    heart = BlendPredictor.fit(heart4)
+    assert heart.wide and not heart.in_slice and heart4.size < blend.IN_SLICE_MIN_VOXELS // 4
     monkeypatch.setattr(blend, "IN_SLICE_MIN_VOXELS", vol4.size)
     pred = BlendPredictor.fit(vol4)
-    assert pred.in_slice and not pred.wide and pred.version == blend.LONG_VERSION
+    assert pred.in_slice and not pred.wide and classic_version(pred) == blend.LONG_VERSION
     assert pred.params()[4] & blend.FLAG_SLICE and not pred.params()[4] & blend.FLAG_WIDE
     blob = medzip.compress(arr, chunk_slices=2, fallback=False)
-    assert medzip.inspect(blob)["volumes"][0]["model_version"] == blend.LONG_VERSION
+    assert medzip.inspect(blob)["volumes"][0]["model_version"] == pred.version
     for workers in (1, 2):
         np.testing.assert_array_equal(medzip.decompress(blob, workers=workers), arr)
-    heart = BlendPredictor.fit(mapped_volume(wide_heart()).astype(np.int32))
-    assert heart.wide and not heart.in_slice
+    heart = BlendPredictor.fit(heart4)
+    assert heart.wide and heart.in_slice and heart.version == blend.FIXED_VERSION
+    assert heart.params()[4] & (blend.FLAG_WIDE | blend.FLAG_SLICE) == 20
+    monkeypatch.setattr(blend, "SLICE_AGREEMENT_PERCENT", 0)  # no volume is slice-poor
+    heart = BlendPredictor.fit(heart4)
+    assert heart.wide and not heart.in_slice and not heart.experts & blend.FIXED_EXPERTS
+
+
+def test_fixed_rule_experts_on_slice_poor_volumes_version_6():
+    """Real cine MR (the blend3 golden crop: its W and N agree with the previous slice for
+    fewer than SLICE_AGREEMENT_PERCENT of the varying voxels): the encoder blends the three
+    fixed-rule in-slice experts in (a version 6 stream: version 3's layout plus their byte),
+    which pays, parameter bytes included; every bit of that byte and of the version is
+    checked on reading."""
+    from medzip.predictors import blend
+
+    vol4 = mapped_volume(wide_heart()).astype(np.int32)
+    pred = BlendPredictor.fit(vol4)
+    assert pred.experts == blend.DEFAULT_EXPERTS and pred.version == blend.FIXED_VERSION
+    without = pred.variant(experts=blend.ALL_EXPERTS)
+    assert without.version == classic_version(pred) == WIDE_VERSION
+    vmax = int(vol4.max())
+
+    def total(p):
+        return _bits(p, vol4[0], vmax) + 8 * len(p.params())
+
+    assert total(pred) < total(without)
+    blob = pred.params()
+    assert blob[0] == 6 and blob[4] & blend.FLAG_WIDE and blob[5] == blend.FIXED_EXPERTS >> 7
+    again = BlendPredictor.from_params(blob)
+    # (a volume without a previous one stores the in-volume experts' bits)
+    assert again.experts == pred.experts & blend.SPATIAL_EXPERTS and again.params() == blob
+    one = pred.variant(experts=blend.ALL_EXPERTS | 1 << 8)  # W + NE - N alone: also version 6
+    assert one.params()[5] == 2
+    assert BlendPredictor.from_params(one.params()).experts == 1 << 8 | 0b11111
+    old = without.params()
+    for forged in (blob[:5] + b"\x00" + blob[6:],  # version 6 without a fixed-rule expert
+                   blob[:5] + b"\x08" + blob[6:],  # an expert this version does not have
+                   bytes([3]) + blob[1:],  # version 3 with the extra byte
+                   bytes([6]) + old[1:],  # version 3's block named version 6
+                   blob[:6]):  # truncated
+        with pytest.raises((ValueError, struct.error)):
+            BlendPredictor.from_params(forged)
+
+
+def test_fixed_rule_experts_only_where_the_previous_slice_disagrees():
+    """The bundled DWI sample's previous slice agrees for most voxels: no fixed-rule experts
+    (the stream keeps its earlier version). A single slice has no previous slice: they are
+    used. (A series coded with its previous volume never uses them: test_temporal's streams
+    stay version 2.)"""
+    from medzip.predictors import blend
+
+    vol4 = mapped_volume(sample_array()).astype(np.int32)
+    assert BlendPredictor.fit(vol4).experts == blend.ALL_EXPERTS
+    one = BlendPredictor.fit(np.ascontiguousarray(vol4[:, :1]))
+    assert one.experts & blend.FIXED_EXPERTS == blend.FIXED_EXPERTS

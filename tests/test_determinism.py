@@ -65,7 +65,8 @@ def sample():
 
 # name -> (array maker, level, fallback): a stream of every kind the default model writes
 # (v1 at levels 1/5/9, v2 with a padding mask, v2 with the previous volume, v3 wide sets,
-# v4 long sets, v4 deep sets, v5 field-of-view floor)
+# v4 long sets, v4 deep sets, v5 field-of-view floor; v6 fixed-rule experts: the cine heart
+# crop with wide sets and, where the fit finds the crop slice-poor, others)
 CASES = {
     "dwi_b0_level1": (sample_array, 1, True),
     "dwi_b0_level5": (sample_array, 5, True),

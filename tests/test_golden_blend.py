@@ -11,7 +11,11 @@
   the class sets alone blended); ``blend5``: a v5 stream of a CT crop padded below its air floor
   outside a circular field of view (padding mask, censoring at the field of view's floor), and
   the blend4deep crop as today's encoder codes it (since stop 14 it sends the crop's padding
-  mask too, so ``blend4deep`` is a decode test and its ALARM lives here).
+  mask too, so ``blend4deep`` is a decode test and its ALARM lived there); ``blend6``: every
+  input of ``blend2``-``blend5`` as the stop-15 encoder codes it (v6 streams where the fixed-rule
+  in-slice experts and, with the wide sets, the in-slice set are used on slice-poor crops; the
+  same versions as before elsewhere). Since stop 15 the encoder ALARM of all of them lives in
+  ``blend6`` and the older sets are decode tests.
 * Re-encoding today gives the same bytes (``test_ALARM_blend_encoder_output_changed``): the fit,
   the integer kernels, the model file and the censored coder are still the ones that wrote them.
   If a change is intended, bump ``blend.VERSION`` (old streams must keep decoding) and add files.
@@ -33,8 +37,8 @@ from medzip.container import Container
 from conftest import GOLDEN, comparable_header
 
 # golden folder -> whether today's encoder must reproduce its files (the ALARM)
-SETS = {"blend": False, "blend2": True, "blend3": True, "blend4": True, "blend4deep": False,
-        "blend5": True}
+SETS = {"blend": False, "blend2": False, "blend3": False, "blend4": False, "blend4deep": False,
+        "blend5": False, "blend6": True}
 MANIFESTS = {s: json.loads((GOLDEN / s / "manifest.json").read_text())["volumes"] for s in SETS}
 NAMES = [f"{s}/{name}" for s in SETS for name in sorted(MANIFESTS[s])]
 
@@ -85,8 +89,8 @@ def test_blend_stream_names_unknown_version_cleanly():
     (vh,) = Container.parse(data).header["volumes"]
     params = Container.parse(data).section(vh["predictor_params"], "predictor parameters")
     with pytest.raises(UnsupportedVersionError):
-        load_predictor({**vh["model"], "version": 6}, params)
-    for version in (2, 3, 4, 5):  # a v1 parameter block named another known version
+        load_predictor({**vh["model"], "version": 7}, params)
+    for version in (2, 3, 4, 5, 6):  # a v1 parameter block named another known version
         with pytest.raises(ValueError):
             load_predictor({**vh["model"], "version": version}, params)
 

@@ -283,11 +283,12 @@ def _damaged(blob: bytes, rng: random.Random) -> bytes:
 
 
 def _forged_blend_values(blob: bytes, rng: random.Random) -> bytes:
-    """A blend parameter block whose zstd-packed part (docs/FORMAT.md 7.6-7.7: class flags,
+    """A blend parameter block whose zstd-packed part (docs/FORMAT.md 7.6-7.10: class flags,
     thresholds, coefficients, previous-volume sets, wide sets, mask shape and bits) has a value
     made extreme or bytes flipped, then is packed again: the parser, not zstd, must refuse it."""
     import zstandard
-    pos = 4 if blob[0] == 1 else 5  # versions 2 and 3 carry a flags byte
+    # versions 2-6 carry a flags byte, version 6 the fixed-rule experts' byte after it
+    pos = 4 if blob[0] == 1 else 6 if blob[0] == 6 else 5
     (n_ls,) = struct.unpack_from("<H", blob, pos)
     cut = pos + 2 + n_ls
     raw = bytearray(zstandard.ZstdDecompressor().decompress(blob[cut:]))
@@ -351,12 +352,17 @@ def test_fuzzed_blend_sections_raise_only_medzip_errors():
 
 
 def test_fuzzed_wide_blend_sections_raise_only_medzip_errors():
-    """The same for a version-3 stream (wide class sets: a second class mask and 42-coefficient
-    sets in the parameter block): the blend3 golden crop of real cine MR, in two chunks."""
+    """The same for a stream with wide class sets (a second class mask and 42-coefficient
+    sets in the parameter block) and, since stop 15, the fixed-rule experts' byte (version 6):
+    the blend3 golden crop of real cine MR, in two chunks."""
+    from medzip.predictors.blend import BlendPredictor
+
     arr = wide_heart()
     data = medzip.compress(arr, level=5, chunk_slices=5)
-    vh = Stream.parse(data).header["volumes"][0]
-    assert vh["model"]["name"] == "medzip-blend" and vh["model"]["version"] == 3
+    stream = Stream.parse(data)
+    vh = stream.header["volumes"][0]
+    assert vh["model"]["name"] == "medzip-blend" and vh["model"]["version"] == 6
+    assert BlendPredictor.from_params(stream.section(vh["predictor_params"])).wide
     _assert_sections_fuzz_cleanly(data, arr, 150, seed=4)
 
 

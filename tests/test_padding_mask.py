@@ -7,12 +7,12 @@ import pytest
 
 import medzip
 from medzip.errors import CorruptStreamError
-from medzip.predictors.blend import TEMPORAL_VERSION, BlendPredictor
+from medzip.predictors.blend import ALL_EXPERTS, TEMPORAL_VERSION, BlendPredictor
 from medzip.predictors.padding import fit_known_plane
 from medzip.training.data import mapped_volume
 from medzip.volume_codec import chunk_geometry, code_chunk
 
-from conftest import EXAMPLE4D, example4d_masked_corner
+from conftest import EXAMPLE4D, classic_version, example4d_masked_corner
 
 pytestmark = pytest.mark.skipif(EXAMPLE4D is None, reason="nibabel's example4d.nii.gz is missing")
 
@@ -38,7 +38,7 @@ def test_mask_is_found_and_pays(masked):
     assert mask is not None and 0.05 < mask.mean() < 0.95
     assert not vol4[..., mask].any()  # every masked pixel is 0 in every slice
     pred = BlendPredictor.fit(vol4)
-    assert pred.version == TEMPORAL_VERSION and np.array_equal(pred.known_plane, mask)
+    assert classic_version(pred) == TEMPORAL_VERSION and np.array_equal(pred.known_plane, mask)
     with_mask = _bits(pred, vol4[0], int(vol4.max()))
     without = _bits(pred.variant(known=None), vol4[0], int(vol4.max()))
     assert with_mask < 0.99 * without, (with_mask, without)  # mask bytes included
@@ -104,19 +104,19 @@ def test_field_of_view_floor_is_found_and_pays(padded_ct_array):
     pred = BlendPredictor.fit(vol4)
     assert pred.known_plane is not None and pred.known_plane.mean() > 0.15
     assert pred.floor == int(padded_ct_array.min(initial=0, where=padded_ct_array > -2000)) + 2000
-    assert pred.floor == 976 and pred.version == FLOOR_VERSION
+    assert pred.floor == 976 and classic_version(pred) == FLOOR_VERSION
     vmax = int(vol4.max())
     with_floor = _bits(pred, vol4[0], vmax)
     without = _bits(pred.variant(floor=0), vol4[0], vmax)
     assert with_floor < 0.98 * without, (with_floor, without)
     back = BlendPredictor.from_params(pred.params(), pred.lstm)
-    assert back.floor == pred.floor and back.version == FLOOR_VERSION
+    assert back.floor == pred.floor and back.version == pred.version
     assert back.params() == pred.params()
 
 
 def test_floor_stream_round_trips_in_parts(padded_ct_array):
     blob = medzip.compress(padded_ct_array, chunk_slices=5, fallback=False)
-    assert medzip.inspect(blob)["volumes"][0]["model_version"] == 5
+    assert medzip.inspect(blob)["volumes"][0]["model_version"] in (5, 6)  # 6: fixed experts
     for workers in (1, 2):
         np.testing.assert_array_equal(medzip.decompress(blob, workers=workers), padded_ct_array)
     np.testing.assert_array_equal(medzip.decompress(blob, slices=(7, 13)),
@@ -125,7 +125,7 @@ def test_floor_stream_round_trips_in_parts(padded_ct_array):
 
 def test_forged_floor_blocks_are_refused(padded_ct_array, monkeypatch):
     vol4 = mapped_volume(padded_ct_array).astype(np.int32)
-    pred = BlendPredictor.fit(vol4)
+    pred = BlendPredictor.fit(vol4, experts=ALL_EXPERTS)  # version 5 (6 adds a byte)
     blob = pred.params()
     assert blob[0] == 5 and blob[4] & 64 and blob[4] & 2
     for version, flags in ((4, blob[4]), (5, blob[4] & ~64), (5, blob[4] | 128),

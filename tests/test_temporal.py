@@ -9,12 +9,12 @@ import pytest
 import medzip
 from medzip.container import Container
 from medzip.errors import CorruptStreamError
-from medzip.predictors.blend import (SPATIAL_EXPERTS, TEMPORAL_EXPERTS, TEMPORAL_VERSION,
-                                     BlendPredictor)
+from medzip.predictors.blend import (ALL_EXPERTS, SPATIAL_EXPERTS, TEMPORAL_EXPERTS,
+                                     TEMPORAL_VERSION, BlendPredictor)
 from medzip.training.data import mapped_volume
 from medzip.volume_codec import _decode_stacks, chunk_geometry, code_chunk
 
-from conftest import EXAMPLE4D, example4d_head_series
+from conftest import EXAMPLE4D, classic_version, example4d_head_series
 
 pytestmark = pytest.mark.skipif(EXAMPLE4D is None, reason="nibabel's example4d.nii.gz is missing")
 
@@ -54,7 +54,7 @@ def test_unrelated_volumes_keep_version_1(fmri):
     side by side as "time points") gets no temporal context: the stream stays version 1."""
     series = np.ascontiguousarray(np.stack([fmri[0, :4], fmri[1, 4:]]))
     pred = BlendPredictor.fit(mapped_volume(series).astype(np.int32))
-    assert pred.tcoef is not None and not pred.temporal and pred.version == 1
+    assert pred.tcoef is not None and not pred.temporal and classic_version(pred) == 1
     (vh,) = medzip.inspect(medzip.compress(series, fallback=False))["volumes"]
     assert vh["model"] == "medzip-blend"
 
@@ -97,6 +97,6 @@ def test_forged_parameter_blocks_are_refused(fmri):
     with pytest.raises(ValueError):
         BlendPredictor.from_params(v1_with_temporal_experts)
     spatial = pred.variant(temporal=False).params()
-    assert spatial[0] == 1 and spatial[3] == SPATIAL_EXPERTS
+    assert spatial[0] == 1 and spatial[3] == SPATIAL_EXPERTS & ALL_EXPERTS
     with pytest.raises(ValueError):  # a v1 block (no temporal sets) named version 2
         BlendPredictor.from_params(bytes([TEMPORAL_VERSION]) + spatial[1:])

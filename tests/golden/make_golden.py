@@ -19,6 +19,9 @@
                                                       # outside a circular field of view (v5),
                                                       # and blend4deep's crop as the stop-14
                                                       # encoder codes it (v4 with a mask)
+    python tests/golden/make_golden.py --set blend6   # every blend2-blend5 input as the stop-15
+                                                      # encoder codes it (v6 where the fixed-rule
+                                                      # experts are used), once
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -201,6 +204,10 @@ BLEND5_CASES = {
     "mr_trio_zfilled_z_32x64x64_u2": BLEND4_DEEP_CASES["mr_trio_zfilled_z_32x64x64_u2"][:2]
     + ({},),
 }
+# Every input of the blend2-blend5 sets as the stop-15 encoder codes it: version 6 (fixed-rule
+# in-slice experts) where it uses them, earlier versions elsewhere (a series coded with its
+# previous volume, 10 x 10 slices, deep class sets); the encoder ALARM of all of them lives here.
+BLEND6_CASES = {**BLEND2_CASES, **BLEND3_CASES, **BLEND4_CASES, **BLEND5_CASES}
 # Format 2.0 (compressed header) and 1.2's fallback codecs, made once by the writer that
 # introduced them; their decode test is tests/test_golden_format2.py.
 FORMAT2_CASES = {
@@ -237,7 +244,8 @@ SETS = {"ls3d": (HERE, CASES, {"model": "ls3d"}),
         "blend3": (HERE / "blend3", BLEND3_CASES, {"level": 5, "fallback": False}),
         "blend4": (HERE / "blend4", BLEND4_CASES, {"level": 5, "fallback": False}),
         "blend4deep": (HERE / "blend4deep", BLEND4_DEEP_CASES, {"level": 5, "fallback": False}),
-        "blend5": (HERE / "blend5", BLEND5_CASES, {"level": 5, "fallback": False})}
+        "blend5": (HERE / "blend5", BLEND5_CASES, {"level": 5, "fallback": False}),
+        "blend6": (HERE / "blend6", BLEND6_CASES, {"level": 5, "fallback": False})}
 # Sets whose files are tagged with the model version that wrote them.
 MODEL_SETS = {"lstm": "medzip-lstm", "paper": "medzip-paper"}
 
@@ -272,7 +280,7 @@ def main() -> int:
     args = ap.parse_args()
     out_dir, cases, base_kwargs = SETS[args.set]
     out_dir.mkdir(exist_ok=True)
-    if args.set in ("lstm", "blend", "blend2"):  # one file at the searched level too
+    if args.set in ("lstm", "blend", "blend2", "blend6"):  # one at the searched level too
         name = "mr_dwi_b0_4x40x40_be_u2"
         cases = {**cases, name + "_level9": (cases[name][0], cases[name][1], {"level": 9})}
     manifest_path = out_dir / "manifest.json"

@@ -24,7 +24,10 @@ the first), and a padding / field-of-view mask of pixels that sit at the floor i
 a chunk's third slice on, the classified LS reads 41 taps (within two rows / columns in the
 slice and the previous slice, 3 x 3 in the one before) instead of 15; it pays on smooth data
 (CT, cine MR, templates) and is chosen per volume on the fit sample. Streams without it are
-written as version 1 or 2, byte for byte as before.
+written as version 1 or 2, byte for byte as before. Version 4 adds the long / deep class sets
+and the 36-tap in-slice set, version 5 the field of view's floor, version 6 three fixed-rule
+in-slice experts (GAP, W + NE - N, N + NE - NNE) on slice-poor volumes (thick slices, single
+slices, noisy MR), where the previous slice often disagrees with the current one.
 
 Everything on the coding path is integer arithmetic in numba (no fast-math).
 """
@@ -60,7 +63,10 @@ LONG_VERSION = 4  # version 2's layout with flag 8 (long class sets) and / or 16
 # and clips air at -1024). Coded voxels are censored there and the masked voxels read as that
 # value while coding (volume_codec.code_chunk). Streams of earlier versions are unchanged.
 FLOOR_VERSION = 5
-VERSIONS = (VERSION, TEMPORAL_VERSION, WIDE_VERSION, LONG_VERSION, FLOOR_VERSION)
+# any of the layouts of versions 2-5 (flags 0-127) and one byte more after the flags: which of
+# the fixed-rule experts 7-9 take part (FIXED_EXPERTS >> 7). Written whenever one does.
+FIXED_VERSION = 6
+VERSIONS = (VERSION, TEMPORAL_VERSION, WIDE_VERSION, LONG_VERSION, FLOOR_VERSION, FIXED_VERSION)
 FLAG_TEMPORAL, FLAG_MASK, FLAG_WIDE, FLAG_LONG, FLAG_SLICE, FLAG_DEEP = 1, 2, 4, 8, 16, 32
 FLAG_FLOOR = 64
 MAX_MASK_PIXELS = 1 << 26  # a plane of up to 8192 x 8192
@@ -69,11 +75,28 @@ N_ACT = 3
 N_DIR = 3
 N_ZSIM = 2
 N_CLASSES = N_BANDS * N_ACT * N_DIR * N_ZSIM
-# Experts 0-4 work inside one volume; 5 and 6 read the previous volume of a series (version 2).
-N_EXPERTS = 7
-SPATIAL_EXPERTS = 0b0011111
-TEMPORAL_EXPERTS = 0b1100000
-ALL_EXPERTS = SPATIAL_EXPERTS | TEMPORAL_EXPERTS
+# Experts 0-4 work inside one volume; 5 and 6 read the previous volume of a series (version 2);
+# 7-9 (version 6) are fixed in-slice rules without fitted coefficients: CALIC's
+# gradient-adjusted predictor (GAP), W + NE - N and N + NE - NNE. Each is poor alone; blended
+# by local error they follow edges and textures that the least-squares sets average away, most
+# where the previous slice says little (thick slices): MODELS.md "Fixed-rule experts".
+N_EXPERTS = 10
+TEMPORAL_EXPERTS = 0b0001100000
+FIXED_EXPERTS = 0b1110000000
+SPATIAL_EXPERTS = 0b0000011111 | FIXED_EXPERTS
+ALL_EXPERTS = 0b0001111111  # every expert of versions 1-5
+DEFAULT_EXPERTS = ALL_EXPERTS | FIXED_EXPERTS
+# The fixed rules read two pixels out; on slices smaller than this (a third or more of the
+# pixels within two of the border) they lost (10 x 10 DWI: +0.28 %)
+FIXED_MIN_SIDE = 32
+# Slice-poor volumes: of the sampled voxels whose in-plane neighbourhood varies, fewer than this
+# percentage have the classes' "previous slice agrees" bit. There the fixed rules are used, and
+# the in-slice set with the wide sets too. Where more agree, the 3-D sets predict well and the
+# fixed rules bought -0.17 ... +0.21 % (thin-slice head CT 0.73, MR templates, opendx 0.75; the
+# speed target's CT, whose time they would cost), where fewer do -0.1 ... -0.6 % (the head CT
+# at every 2nd / 3rd slice 0.59 / 0.55, EPI, PASL, cine MR 0.68, 2-slice CT); MODELS.md
+# "Fixed-rule experts".
+SLICE_AGREEMENT_PERCENT = 70
 GLOBAL_LS_EXPERTS = 0b0100001  # the global 3-D LS set and its previous-volume variant
 # Where the deep class sets are used they predict so much better than the 15-tap global set,
 # MED, the in-slice set and the previous slice that blending those in costs bits (their local
@@ -128,13 +151,15 @@ OFFS_LONG = OFFS_WIDE + [
 N_LONG = len(OFFS_LONG) + 1
 # The in-slice set (version 4, FLAG_SLICE): one set over the long sets' 36 in-slice taps, the
 # blend's in-slice expert p2 on every slice and so the whole prediction on a chunk's first
-# slice. It comes with the long sets; levels 7-9 also try it with the wide sets. Since stop 14
-# the default also uses it on volumes of at least IN_SLICE_MIN_VOXELS whose wide sets are off,
-# which is where a thick-slice CT lands (the previous slice helps little, the wide sets do not
-# pay): head CT, every 3rd slice -0.93 %; on smaller volumes its 37 coefficients cost more than
-# they buy (small MR +0.03 ... +0.26 %). Where the wide sets are on it bought -0.04 ... -1.5 %
-# too, but costs a 36-tap product per voxel on the clinical-size CT the speed target is
-# measured on, so it stays a level 7-9 candidate there (MODELS.md "Thick slices").
+# slice. It comes with the long sets. Since stop 14 the default also uses it on volumes of at
+# least IN_SLICE_MIN_VOXELS whose wide sets are off, which is where a thick-slice CT lands
+# (the previous slice helps little, the wide sets do not pay): head CT, every 3rd slice
+# -0.93 %; on smaller volumes its 37 coefficients cost more than they buy (small MR +0.03 ...
+# +0.26 %). Where the wide sets are on it bought -0.04 ... -1.5 % too, but costs a 36-tap
+# product per voxel on the thin-slice CT the speed target is measured on: since stop 15 the
+# default uses it with the wide sets on slice-poor volumes (SLICE_AGREEMENT_PERCENT) of at
+# least a quarter of IN_SLICE_MIN_VOXELS (head CT every 2nd slice -0.44 %, cine MR -1.1 %), and
+# levels 7-9 try it elsewhere (MODELS.md "Thick slices").
 OFFS_LONG_SLICE = [o for o in OFFS_LONG if o[0] == 0]
 IN_SLICE_MIN_VOXELS = 1 << 20
 N_LONG_SLICE = len(OFFS_LONG_SLICE) + 1
@@ -223,7 +248,8 @@ class BlendPredictor(PredictorBase):
         self.wide_offsets = OFFS_LONG if self.long else OFFS_DEEP if self.deep else OFFS_WIDE
         self.zw = slices_back(self.wide_offsets)
         self.zpad = max(ZPAD, self.zw)
-        self.version = FLOOR_VERSION if self.floor else \
+        self.version = FIXED_VERSION if self.experts & FIXED_EXPERTS else \
+            FLOOR_VERSION if self.floor else \
             LONG_VERSION if self.long or self.in_slice or self.deep else \
             WIDE_VERSION if self.wide else \
             TEMPORAL_VERSION if self.temporal or known is not None else VERSION
@@ -270,13 +296,16 @@ class BlendPredictor(PredictorBase):
         if self.known_plane is not None:
             body += np.packbits(self.known_plane.ravel()).tobytes()
         experts = self.experts if self.temporal else self.experts & SPATIAL_EXPERTS
-        head = struct.pack("<BBBB", self.version, int(self.bias_cancel), self.power, experts)
+        head = struct.pack("<BBBB", self.version, int(self.bias_cancel), self.power,
+                           experts & ALL_EXPERTS)
         if self.version != VERSION:
             head += struct.pack("<B", FLAG_TEMPORAL * self.temporal
                                 + FLAG_MASK * (self.known_plane is not None)
                                 + FLAG_WIDE * self.wide + FLAG_LONG * self.long
                                 + FLAG_SLICE * self.in_slice + FLAG_DEEP * self.deep
                                 + FLAG_FLOOR * bool(self.floor))
+        if self.version == FIXED_VERSION:
+            head += struct.pack("<B", experts >> 7)
         lsb = self.ls.params()
         packed = zstandard.ZstdCompressor(level=19).compress(masks + body)
         return head + struct.pack("<H", len(lsb)) + lsb + packed
@@ -285,14 +314,21 @@ class BlendPredictor(PredictorBase):
     def from_params(cls, blob: bytes, lstm: ModelFile | None = None) -> "BlendPredictor":
         version, bias, power, experts = struct.unpack_from("<BBBB", blob)
         flags, pos = (struct.unpack_from("<B", blob, 4)[0], 5) if version != VERSION else (0, 4)
+        if version == FIXED_VERSION:  # the fixed-rule experts' byte
+            experts |= struct.unpack_from("<B", blob, pos)[0] << 7
+            pos += 1
         temporal, masked = bool(flags & FLAG_TEMPORAL), bool(flags & FLAG_MASK)
         wide, long, in_slice, deep = (bool(flags & FLAG_WIDE), bool(flags & FLAG_LONG),
                                       bool(flags & FLAG_SLICE), bool(flags & FLAG_DEEP))
         floored = bool(flags & FLAG_FLOOR)
-        allowed = ALL_EXPERTS if temporal else SPATIAL_EXPERTS
+        allowed = (DEFAULT_EXPERTS if temporal else SPATIAL_EXPERTS) \
+            if version == FIXED_VERSION else ALL_EXPERTS if temporal else \
+            SPATIAL_EXPERTS & ALL_EXPERTS
         if version not in VERSIONS or bias > 1 or power not in (2, 3) \
-                or not 0 < experts <= allowed or flags > 127 \
-                or floored != (version == FLOOR_VERSION) or (floored and not masked) \
+                or not 0 < experts or experts & ~allowed or flags > 127 \
+                or (version == FIXED_VERSION) != bool(experts & FIXED_EXPERTS) \
+                or (floored and version < FLOOR_VERSION) \
+                or (version == FLOOR_VERSION and not floored) or (floored and not masked) \
                 or (version == 2 and not 0 < flags < 4) \
                 or (version == WIDE_VERSION and not 4 <= flags < 8) \
                 or (version == LONG_VERSION and not (long or in_slice or deep)) \
@@ -357,7 +393,7 @@ class BlendPredictor(PredictorBase):
         they pay on the fit sample (``temporal=`` forces the choice). ``threads``: split the
         fits' sums between threads (sums.py: the same parameters for any count)."""
         ls = ls or LS3DPredictor.fit(vol4, threads)
-        edges, athr, ccoef = _fit_classes(vol4, ls, threads)
+        edges, athr, ccoef, (agree, active) = _fit_classes(vol4, ls, threads)
         fitted = fit_temporal(vol4, ls.coef3)
         if fitted is not None:
             kw.setdefault("tcoef", fitted[:2])
@@ -370,13 +406,24 @@ class BlendPredictor(PredictorBase):
             kw.setdefault("wide", fitted[1])
             if fitted[0].shape[1] == N_DEEP:
                 kw.setdefault("experts", DEEP_EXPERTS)
+        # the previous slice often disagrees with the current one (thick slices, noisy MR) or
+        # there is none (single slices)
+        slice_poor = agree * 100 < max(active, 1) * SLICE_AGREEMENT_PERCENT
         # the long sets come with the in-slice set; so do large volumes without wide sets
-        # (thick slices: the slice matters most)
+        # (thick slices: the slice matters most) and slice-poor ones with them
         long_sets = fitted is not None and fitted[0].shape[1] == N_LONG
-        thick = "in_slice" not in kw and not kw.get("wide") and vol4.size >= IN_SLICE_MIN_VOXELS
+        thick = "in_slice" not in kw and (
+            vol4.size >= IN_SLICE_MIN_VOXELS // 4 and slice_poor if kw.get("wide")
+            else vol4.size >= IN_SLICE_MIN_VOXELS)
         if long_sets or thick:
             kw.setdefault("scoef", fit_in_slice_set(vol4, threads))
             kw.setdefault("in_slice", True)
+        # the fixed-rule experts on slice-poor volumes, except in a series coded with its
+        # previous volume (whose experts predict better; fMRI +0.3 %), with the long sets
+        # (band-limited slices: blend4 golden crop +0.4 %) and on small slices
+        fixed = slice_poor and not kw.get("temporal") and not long_sets \
+            and min(vol4.shape[2:]) >= FIXED_MIN_SIDE
+        kw.setdefault("experts", DEFAULT_EXPERTS if fixed else ALL_EXPERTS)
         return cls(ls, edges, athr, ccoef, **kw)
 
     def start_chunk(self, geom: PaddedGeometry, vmax: int, ref: np.ndarray | None = None):
@@ -409,12 +456,14 @@ def _padded_slices(vol4, t, z, depth, pad=PAD):
 
 
 def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor, threads: int = 1):
-    """Per-volume class thresholds and per-class Q12 LS coefficients (global set as fallback)."""
+    """Per-volume class thresholds, per-class Q12 LS coefficients (global set as fallback) and
+    ``(agree, active)``: of the sampled voxels whose in-plane neighbourhood varies, how many
+    have the class's "previous slice agrees" bit set (the same test as ``voxel_class``)."""
     k = len(OFFS_3D)
     take, step = _sample_planes(vol4)
     fallback = np.tile(ls.coef3, (N_CLASSES, 1))
     if not take:
-        return np.zeros(N_BANDS - 1, np.int64), np.zeros(N_ACT - 1, np.int64), fallback
+        return np.zeros(N_BANDS - 1, np.int64), np.zeros(N_ACT - 1, np.int64), fallback, (0, 0)
     _, _, y_, x_ = vol4.shape
     geom = PaddedGeometry(1, y_, x_, zpad=1)
     off3 = flat_offsets(OFFS_3D, geom)
@@ -425,12 +474,13 @@ def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor, threads: int = 1):
     def plane_features(plane):
         m = np.empty(flat.size, np.int64)
         a = np.empty(flat.size, np.int64)
-        _features(_padded_slices(vol4, *plane, 2), flat, geom.row, geom.plane, m, a)
-        return m.astype(narrow), a.astype(narrow)  # same values, half the memory
+        agree = _features(_padded_slices(vol4, *plane, 2), flat, geom.row, geom.plane, m, a)
+        return m.astype(narrow), a.astype(narrow), agree  # same values, half the memory
 
     feats = split_map(plane_features, take, threads)
     m_all = np.concatenate([f[0] for f in feats])
     a_all = np.concatenate([f[1] for f in feats])
+    agreement = (sum(f[2][0] for f in feats), sum(f[2][1] for f in feats))
     del feats
     # quantiles by exact integer sort (deterministic)
     edges = np.sort(m_all)[(np.arange(1, N_BANDS) * m_all.size) // N_BANDS].astype(np.int64)
@@ -446,7 +496,7 @@ def _fit_classes(vol4: np.ndarray, ls: LS3DPredictor, threads: int = 1):
         if ata[c, k, k] * scale < MIN_CLASS_VOXELS or ata[c, k, k] < 4 * (k + 1):
             continue
         out[c] = fit_coefficients(ata[c], atb[c], shift)
-    return edges, athr, out
+    return edges, athr, out, agreement
 
 
 def _fit_wide_classes(vol4: np.ndarray, edges, athr, ccoef, threads: int = 1):
@@ -591,10 +641,23 @@ def _raw_features(vol, f, row):
 
 @numba.njit(cache=True, nogil=True)
 def _features(vol, flat, row, plane, m_out, a_out):
+    """(W + N) / 2 and the in-plane activity of each sampled voxel; returns ``(agree,
+    active)``: voxels with activity > 0, and of those the ones whose W and N changed from the
+    previous slice by at most half their activity (``voxel_class``'s z-agreement bit)."""
+    agree = 0
+    active = 0
     for i in range(flat.size):
-        m, dh, dv = _raw_features(vol, flat[i], row)
+        f = flat[i]
+        m, dh, dv = _raw_features(vol, f, row)
         m_out[i] = m
         a_out[i] = dh + dv
+        if dh + dv > 0:
+            active += 1
+            dz = abs(np.int64(vol[f - 1]) - vol[f - plane - 1]) \
+                + abs(np.int64(vol[f - row]) - vol[f - plane - row])
+            if 2 * dz <= dh + dv:
+                agree += 1
+    return agree, active
 
 
 @numba.njit(cache=True, inline="always")
@@ -736,7 +799,7 @@ class _BlendChunk(ResidualChunk):
 
     def advance_experts(self, vol, flat) -> None:
         """After a step: each expert's error on the voxels just decoded, for the weights."""
-        _blend_update(vol, flat, self._pred, self.err, self.err_shift, self.row)
+        _blend_update(vol, flat, self._pred, self.err, self.err_shift, self.row, self.experts)
 
 
 class _BlendLSTMChunk(_BlendChunk):
@@ -823,6 +886,31 @@ def _med(w, n, nw):
 
 
 @numba.njit(cache=True, inline="always")
+def _gap(w, n, nw, ne, ww, nn, nne):
+    """CALIC's gradient-adjusted prediction (Wu & Memon 1997), Q4: the horizontal and vertical
+    gradient estimates pick W, N or a blend of (W + N) / 2 + (NE - NW) / 4 and one of them, with
+    CALIC's thresholds (80, 32, 8) on the stored integers (scaled versions measured no better
+    on 12-bit CT and MR)."""
+    dh = abs(w - ww) + abs(n - nw) + abs(n - ne)
+    dv = abs(w - nw) + abs(n - nn) + abs(ne - nne)
+    d = dv - dh
+    base = 8 * (w + n) + 4 * (ne - nw)
+    if d > 80:
+        return 16 * w
+    if d < -80:
+        return 16 * n
+    if d > 32:
+        return (base + 16 * w) // 2
+    if d > 8:
+        return (3 * base + 16 * w) // 4
+    if d < -32:
+        return (base + 16 * n) // 2
+    if d < -8:
+        return (3 * base + 16 * n) // 4
+    return base
+
+
+@numba.njit(cache=True, inline="always")
 def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt, ct3, ct2, row,
                plane, vmax, power, experts, offw, wcoef, offs, sc, zw, pred, e, taps):
     """The experts' Q4 predictions (into ``pred``) and their error-weighted mean, in [0, vmax].
@@ -887,6 +975,16 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
     else:  # never blended; kept defined for the error memory
         pred[5] = p0
         pred[6] = p0
+    if experts & FIXED_EXPERTS:
+        ne_ = np.int64(vol[f - row + 1])
+        pred[7] = _gap(w, n, nw, ne_, np.int64(vol[f - 2]), np.int64(vol[f - 2 * row]),
+                       np.int64(vol[f - 2 * row + 1]))
+        pred[8] = 16 * (w + ne_ - n)
+        pred[9] = 16 * (n + ne_ - np.int64(vol[f - 2 * row + 1]))
+    else:
+        pred[7] = p0
+        pred[8] = p0
+        pred[9] = p0
     # each expert's absolute errors on the decoded neighbours (NE of the last column is padding)
     # slots of W, N, NW, NE, the voxel below, WW and NN from one division (f is at least PAD
     # from the row's ends, so these neighbours are in the same or the rows above)
@@ -970,11 +1068,13 @@ def _blend_lstm_inputs(vol, ref, els, err, flat, zloc, off3, c3, off2, c2, ccoef
 
 
 @numba.njit(cache=True)
-def _blend_update(vol, flat, pred, err, shift, row):
+def _blend_update(vol, flat, pred, err, shift, row, experts):
     ne = N_EXPERTS
     for i in range(flat.size):
         f = flat[i]
         x16 = 16 * np.int64(vol[f])
         for k in range(ne):
+            if not (experts >> k) & 1:  # never read
+                continue
             d = (abs(x16 - pred[i, k]) + 8) >> 4
             err[_slot(f, row) + k] = min(d >> shift, ERR_CAP)

@@ -6,8 +6,9 @@ import operator
 import numpy as np
 
 from ..errors import UnsupportedInputError, UnsupportedVersionError
-from .blend import (ALL_EXPERTS, GLOBAL_LS_EXPERTS, LONG_EXPERTS, NAME as BLEND,
-                    VERSIONS as BLEND_VERSIONS, BlendPredictor, fit_in_slice_set)
+from .blend import (ALL_EXPERTS, FIXED_EXPERTS, GLOBAL_LS_EXPERTS, LONG_EXPERTS,
+                    NAME as BLEND, VERSIONS as BLEND_VERSIONS, BlendPredictor,
+                    fit_in_slice_set)
 from .ls3d import LS3DPredictor
 from .lstm import LSTMPredictor
 from .models import find_model, load_model
@@ -64,13 +65,15 @@ def _fit_blend(vol4: np.ndarray, level: int, network=None, threads: int = 1) -> 
     the LSTM, with the other previous-volume and wide-class-set choices, where the wide sets
     are used with the in-slice set too (blend version 4), where the deep sets are used (which
     blend the class sets alone) with every expert, and where the long sets are, with their class
-    and in-slice sets alone."""
+    and in-slice sets alone; without the fixed-rule experts (blend version 6)."""
     first = BlendPredictor.fit(vol4, lstm=network or load_model(BLEND_NETWORK), threads=threads)
     out = [first]
     if level >= SEARCH_LEVEL:
         out += [first.variant(bias_cancel=False),  # small masked MR: the canceller can cost
                 first.variant(experts=GLOBAL_LS_EXPERTS),  # the global LS base only
                 first.variant(lstm=None)]  # the classical blend alone
+        if first.experts & FIXED_EXPERTS:  # the fixed-rule experts can cost on smooth data
+            out.append(first.variant(experts=first.experts & ~FIXED_EXPERTS))
         if first.tcoef is not None:  # a series: the encoder's guess may be wrong
             out.append(first.variant(temporal=not first.temporal))
         if first.wcoef is not None:  # so may its guess about the wide (long, deep) class sets
