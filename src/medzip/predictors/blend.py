@@ -999,6 +999,7 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
     s_ww = _slot_rc(r_f, c_f - 2)
     s_nn = _slot_rc(r_f - 2, c_f)
     emin = np.int64(1) << 40
+    wide_window = (experts & FIXED_EXPERTS) != 0
     for k in range(ne):
         if not (experts >> k) & 1:
             e[k] = np.int64(1) << 40
@@ -1006,10 +1007,12 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
         s = 2 * np.int64(err[s_w + k]) + 2 * np.int64(err[s_n + k]) + np.int64(err[s_nw + k])
         if ne_inside:
             s += np.int64(err[s_ne + k])
-        if z > 0:
-            s += 2 * np.int64(err[s_p + k])
-        else:
+        if z == 0:
             s += np.int64(err[s_ww + k]) + np.int64(err[s_nn + k])
+        elif wide_window:  # version 6: the slice's own errors count more (MODELS.md)
+            s += np.int64(err[s_ww + k]) + np.int64(err[s_nn + k]) + np.int64(err[s_p + k])
+        else:
+            s += 2 * np.int64(err[s_p + k])
         e[k] = 2 + s
         emin = min(emin, e[k])
     num = np.int64(0)
