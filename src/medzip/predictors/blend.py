@@ -889,8 +889,8 @@ def _med(w, n, nw):
 def _gap(w, n, nw, ne, ww, nn, nne):
     """CALIC's gradient-adjusted prediction (Wu & Memon 1997), Q4: the horizontal and vertical
     gradient estimates pick W, N or a blend of (W + N) / 2 + (NE - NW) / 4 and one of them, with
-    CALIC's thresholds (80, 32, 8) on the stored integers (scaled versions measured no better
-    on 12-bit CT and MR)."""
+    CALIC's thresholds (80, 32, 8) on the coded (value-mapped) integers; thresholds scaled with
+    the bit depth measured no better on 12-bit CT and MR."""
     dh = abs(w - ww) + abs(n - nw) + abs(n - ne)
     dv = abs(w - nw) + abs(n - nn) + abs(ne - nne)
     d = dv - dh
