@@ -10,7 +10,11 @@ Variants, all through the real coder (chunking as medzip.compress, parameter byt
   +previous    4-D series: the previous volume as context where the fit says it pays (blend v2);
                3-D volumes: = +blend-lstm
   +mask        the padding / field-of-view mask where it pays (blend v2)
-  +wide        the 41-tap class sets where they pay (blend v3): today's default (level 5)
+  +wide        the 41-tap class sets where they pay (blend v3)
+  +in-slice    the 36-tap in-slice set where the default uses it (large volumes without wide
+               sets; slice-poor ones with them; blend v4 flag 16)
+  +fixed       the fixed-rule in-slice experts and their error window where the default uses
+               them (slice-poor volumes, blend v6): today's default (level 5)
   lstm-0.1     the previous default (row LSTM on global LS, uncensored), for reference
 Volumes: every .npy in --data (default ../shared/data/volumes), or the names given.
 Usage: python benchmarks/ablation.py [--data DIR] [--model NAME|FILE] [--blend-model NAME|FILE]
@@ -26,7 +30,7 @@ import numpy as np
 
 from medzip.predictors import lstm as lstm_mod
 from medzip.predictors.models import load_model
-from medzip.predictors.blend import BlendPredictor
+from medzip.predictors.blend import FIXED_EXPERTS, BlendPredictor
 from medzip.predictors.ls3d import LS3DPredictor
 from medzip.training.data import mapped_volume
 from medzip.volume_codec import chunk_geometry, chunk_plan, code_chunk
@@ -34,8 +38,8 @@ from medzip.volume_codec import chunk_geometry, chunk_plan, code_chunk
 # validation volumes of the shipped medzip-lstm (docs/MODELS.md): never seen in training
 HELD_OUT = {"ct_head_invesalius_cranium", "mr_dwi_b0_dipy_S0_10slices", "mr_head_opendx_dxsamples"}
 COLUMNS = ["ls3d", "+censor", "+classes", "+blend", "+lstm", "+blend-lstm", "+previous", "+mask",
-           "+wide", "lstm-0.1"]
-DEFAULT = COLUMNS.index("+wide")
+           "+wide", "+in-slice", "+fixed", "lstm-0.1"]
+DEFAULT = COLUMNS.index("+fixed")
 
 
 def coded_bits(pred, vol4) -> int:
@@ -57,11 +61,14 @@ def variants(vol4, model, blend_model):
     censored = LS3DPredictor(ls.coef3, ls.coef2)
     censored.censored = True  # instance flag: the engine asks the coder to censor
     default = BlendPredictor.fit(vol4, ls, lstm=blend_model)  # each option where it pays
-    narrow = default.variant(wide=False)
+    classic = default.variant(experts=default.experts & ~FIXED_EXPERTS)  # versions 1-5
+    # the in-slice set stays with the long sets (it comes with them)
+    no_slice = classic if default.long else classic.variant(in_slice=False)
+    narrow = no_slice.variant(wide=False)
     blend = narrow.variant(lstm=None, temporal=False, known=None)
     return [ls, censored, blend.variant(experts=0b00010), blend, blend.variant(lstm=model),
-            blend.variant(lstm=blend_model), narrow.variant(known=None), narrow, default,
-            lstm_mod.LSTMPredictor(model, ls)]
+            blend.variant(lstm=blend_model), narrow.variant(known=None), narrow, no_slice,
+            classic, default, lstm_mod.LSTMPredictor(model, ls)]
 
 
 def main() -> None:
