@@ -381,6 +381,7 @@ def test_fixed_rule_experts_on_slice_poor_volumes_version_6():
     old = without.params()
     for forged in (blob[:5] + b"\x00" + blob[6:],  # version 6 without a fixed-rule expert
                    blob[:5] + b"\x08" + blob[6:],  # an expert this version does not have
+                   blob[:3] + bytes([blob[3] | 0x80]) + blob[4:],  # bit 7 of the first byte
                    bytes([3]) + blob[1:],  # version 3 with the extra byte
                    bytes([6]) + old[1:],  # version 3's block named version 6
                    blob[:6]):  # truncated

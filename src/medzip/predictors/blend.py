@@ -313,6 +313,7 @@ class BlendPredictor(PredictorBase):
     @classmethod
     def from_params(cls, blob: bytes, lstm: ModelFile | None = None) -> "BlendPredictor":
         version, bias, power, experts = struct.unpack_from("<BBBB", blob)
+        low_extra = experts & ~ALL_EXPERTS  # bit 7 of the first experts byte: never written
         flags, pos = (struct.unpack_from("<B", blob, 4)[0], 5) if version != VERSION else (0, 4)
         if version == FIXED_VERSION:  # the fixed-rule experts' byte
             experts |= struct.unpack_from("<B", blob, pos)[0] << 7
@@ -321,10 +322,9 @@ class BlendPredictor(PredictorBase):
         wide, long, in_slice, deep = (bool(flags & FLAG_WIDE), bool(flags & FLAG_LONG),
                                       bool(flags & FLAG_SLICE), bool(flags & FLAG_DEEP))
         floored = bool(flags & FLAG_FLOOR)
-        allowed = (DEFAULT_EXPERTS if temporal else SPATIAL_EXPERTS) \
-            if version == FIXED_VERSION else ALL_EXPERTS if temporal else \
-            SPATIAL_EXPERTS & ALL_EXPERTS
-        if version not in VERSIONS or bias > 1 or power not in (2, 3) \
+        # (the fixed-rule bits are checked against the version on their own)
+        allowed = DEFAULT_EXPERTS if temporal else SPATIAL_EXPERTS
+        if version not in VERSIONS or bias > 1 or power not in (2, 3) or low_extra \
                 or not 0 < experts or experts & ~allowed or flags > 127 \
                 or (version == FIXED_VERSION) != bool(experts & FIXED_EXPERTS) \
                 or (floored and version < FLOOR_VERSION) \
@@ -653,9 +653,7 @@ def _features(vol, flat, row, plane, m_out, a_out):
         a_out[i] = dh + dv
         if dh + dv > 0:
             active += 1
-            dz = abs(np.int64(vol[f - 1]) - vol[f - plane - 1]) \
-                + abs(np.int64(vol[f - row]) - vol[f - plane - row])
-            if 2 * dz <= dh + dv:
+            if _previous_slice_agrees(vol, f, row, plane, dh + dv):
                 agree += 1
     return agree, active
 
@@ -664,6 +662,22 @@ def _features(vol, flat, row, plane, m_out, a_out):
 def voxel_class(vol, f, row, plane, edges, athr):
     """Class of a voxel with a previous slice: band x activity x direction x z agreement."""
     m, dh, dv = _raw_features(vol, f, row)
+    return class_of_features(vol, f, row, plane, m, dh, dv, edges, athr)
+
+
+@numba.njit(cache=True, inline="always")
+def _previous_slice_agrees(vol, f, row, plane, act):
+    """Whether W and N changed from the previous slice by at most half the in-plane activity
+    ``act``: the classes' z-agreement bit, and what the fit counts to find slice-poor volumes."""
+    dz = abs(np.int64(vol[f - 1]) - vol[f - plane - 1]) \
+        + abs(np.int64(vol[f - row]) - vol[f - plane - row])
+    return 2 * dz <= act
+
+
+@numba.njit(cache=True, inline="always")
+def class_of_features(vol, f, row, plane, m, dh, dv, edges, athr):
+    """voxel_class from the voxel's ``_raw_features`` (blend_base computes them once for the
+    class and the GAP expert)."""
     band = 0
     for e in range(edges.size):
         if m >= edges[e]:
@@ -678,9 +692,7 @@ def voxel_class(vol, f, row, plane, edges, athr):
         d = 0
     elif 2 * dv < dh:
         d = 1
-    dz = abs(np.int64(vol[f - 1]) - vol[f - plane - 1]) \
-        + abs(np.int64(vol[f - row]) - vol[f - plane - row])
-    zs = 1 if 2 * dz <= act else 0
+    zs = 1 if _previous_slice_agrees(vol, f, row, plane, act) else 0
     return ((band * N_ACT + lvl) * N_DIR + d) * N_ZSIM + zs
 
 
@@ -886,13 +898,12 @@ def _med(w, n, nw):
 
 
 @numba.njit(cache=True, inline="always")
-def _gap(w, n, nw, ne, ww, nn, nne):
+def _gap(w, n, nw, ne, dh, dv):
     """CALIC's gradient-adjusted prediction (Wu & Memon 1997), Q4: the horizontal and vertical
-    gradient estimates pick W, N or a blend of (W + N) / 2 + (NE - NW) / 4 and one of them, with
-    CALIC's thresholds (80, 32, 8) on the coded (value-mapped) integers; thresholds scaled with
-    the bit depth measured no better on 12-bit CT and MR."""
-    dh = abs(w - ww) + abs(n - nw) + abs(n - ne)
-    dv = abs(w - nw) + abs(n - nn) + abs(ne - nne)
+    gradient estimates (``_raw_features``' dh, dv: CALIC's) pick W, N or a blend of
+    (W + N) / 2 + (NE - NW) / 4 and one of them, with CALIC's thresholds (80, 32, 8) on the
+    coded (value-mapped) integers; thresholds scaled with the bit depth measured no better on
+    12-bit CT and MR."""
     d = dv - dh
     base = 8 * (w + n) + 4 * (ne - nw)
     if d > 80:
@@ -926,8 +937,13 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
     n = np.int64(vol[f - row])
     nw = np.int64(vol[f - row - 1])
     med = 16 * _med(w, n, nw)
+    fixed = experts & FIXED_EXPERTS
+    if z > 0 or fixed:  # the class's features, which GAP reads too
+        m, dh, dv = _raw_features(vol, f, row)
+    else:
+        m = dh = dv = np.int64(0)
     if z > 0:
-        cls = voxel_class(vol, f, row, plane, edges, athr)
+        cls = class_of_features(vol, f, row, plane, m, dh, dv, edges, athr)
         # the in-slice, global and class sets read one gathering of the neighbours: off2 is
         # the start of off3, off3 the start of offw (integer sums: the order does not matter).
         # Gathered first, then plain dot products: 5-10 % less time in this kernel than one
@@ -975,10 +991,9 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
     else:  # never blended; kept defined for the error memory
         pred[5] = p0
         pred[6] = p0
-    if experts & FIXED_EXPERTS:
+    if fixed:
         ne_ = np.int64(vol[f - row + 1])
-        pred[7] = _gap(w, n, nw, ne_, np.int64(vol[f - 2]), np.int64(vol[f - 2 * row]),
-                       np.int64(vol[f - 2 * row + 1]))
+        pred[7] = _gap(w, n, nw, ne_, dh, dv)
         pred[8] = 16 * (w + ne_ - n)
         pred[9] = 16 * (n + ne_ - np.int64(vol[f - 2 * row + 1]))
     else:
@@ -999,7 +1014,6 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
     s_ww = _slot_rc(r_f, c_f - 2)
     s_nn = _slot_rc(r_f - 2, c_f)
     emin = np.int64(1) << 40
-    wide_window = (experts & FIXED_EXPERTS) != 0
     for k in range(ne):
         if not (experts >> k) & 1:
             e[k] = np.int64(1) << 40
@@ -1009,7 +1023,7 @@ def blend_base(vol, ref, err, f, z, off3, c3, off2, c2, ccoef, edges, athr, offt
             s += np.int64(err[s_ne + k])
         if z == 0:
             s += np.int64(err[s_ww + k]) + np.int64(err[s_nn + k])
-        elif wide_window:  # version 6: the slice's own errors count more (MODELS.md)
+        elif fixed:  # version 6's window: the slice's own errors count more (MODELS.md)
             s += np.int64(err[s_ww + k]) + np.int64(err[s_nn + k]) + np.int64(err[s_p + k])
         else:
             s += 2 * np.int64(err[s_p + k])
