@@ -125,7 +125,8 @@ def test_long_class_sets_are_chosen_on_interpolated_mr(monkeypatch):
     assert pred.long and pred.wide and classic_version(pred) == blend.LONG_VERSION
     assert pred.wcoef.shape == (N_CLASSES, blend.N_LONG) and pred.pad == blend.LONG_PAD
     monkeypatch.setattr(blend, "LONG_TRY_PERCENT", 0)  # the same fit, stopping at the wide sets
-    wide = BlendPredictor.fit(vol4)
+    # (whose in-slice set pays on these band-limited slices on its own: the stream without it)
+    wide = BlendPredictor.fit(vol4, in_slice=False)
     assert wide.wide and not wide.long and classic_version(wide) == WIDE_VERSION
     assert wide.pad == 2
     vmax = int(vol4.max())
@@ -167,7 +168,7 @@ def test_long_class_sets_are_chosen_on_mr_interpolated_along_y_only(monkeypatch)
     pred = BlendPredictor.fit(vol4)
     assert pred.long and pred.in_slice and classic_version(pred) == blend.LONG_VERSION
     monkeypatch.setattr(blend, "LONG_TRY_PERCENT", 0)  # no probe passes: the sets without them
-    without = BlendPredictor.fit(vol4)
+    without = BlendPredictor.fit(vol4, in_slice=False)  # (the in-slice set alone pays too)
     assert not without.wide and classic_version(without) == VERSION
     vmax = int(vol4.max())
 
@@ -248,14 +249,15 @@ def test_deep_flag_is_checked():
             BlendPredictor.from_params(forged)
 
 
-def test_level_9_tries_the_in_slice_set_with_wide_sets():
-    """On real cine MR (wide sets on at level 5) level 9 also codes the wide sets plus the
-    in-slice set and the blend without the fixed-rule experts, and keeps the smallest
-    stream."""
+def test_level_9_tries_the_other_in_slice_choice():
+    """On real cine MR (wide sets and, as it pays there, the in-slice set on at level 5) level 9
+    also codes the wide sets without the in-slice set and the blend without the fixed-rule
+    experts, and keeps the smallest stream."""
     arr = wide_heart()
     vol4 = mapped_volume(arr).astype(np.int32)
     cands = [c[0] for c in fit_candidates("medzip-blend", vol4, 9)]
-    assert [c.in_slice and c.wide and not c.long for c in cands].count(True) == 1
+    assert cands[0].in_slice and cands[0].wide
+    assert [not c.in_slice and c.wide for c in cands].count(True) == 1
     # the crop is slice-poor: the fixed-rule experts at level 5, and a candidate without them
     from medzip.predictors.blend import FIXED_EXPERTS
     assert cands[0].experts & FIXED_EXPERTS and any(not c.experts & FIXED_EXPERTS for c in cands)
@@ -328,6 +330,7 @@ def test_large_volumes_without_wide_sets_use_the_in_slice_set(monkeypatch):
     crop (wide sets on, slice-poor), with the size threshold lowered to them."""
     from medzip.predictors import blend
 
+    monkeypatch.setattr(blend, "IN_SLICE_PAYS_PERCENT", 0)  # the size rules alone
     arr = sample_array()
     vol4 = mapped_volume(arr).astype(np.int32)
     small = BlendPredictor.fit(vol4)
@@ -351,6 +354,31 @@ def test_large_volumes_without_wide_sets_use_the_in_slice_set(monkeypatch):
     assert heart.wide and not heart.in_slice and not heart.experts & blend.FIXED_EXPERTS
 
 
+def test_in_slice_set_where_it_pays():
+    """The in-slice set, without the size rules, wherever its error on a sample is well under
+    the 6-tap set's and the bits that buys pay for its 37 coefficients: on the real cine MR crop
+    (smooth slices, slice-poor) it is chosen and pays, parameter bytes included; on one slice
+    of it the coefficients cost more than it buys (not chosen, and forcing it costs); on the
+    bundled DWI sample (noisy) its error is not low enough."""
+    from medzip.predictors import blend
+
+    heart4 = mapped_volume(wide_heart()).astype(np.int32)
+    assert heart4.size < blend.IN_SLICE_MIN_VOXELS // 4  # not the size rules
+    vmax = int(heart4.max())
+
+    def total(p, vol):
+        return _bits(p, vol, vmax) + 8 * len(p.params())
+
+    pred = BlendPredictor.fit(heart4)
+    assert pred.in_slice and pred.params()[4] & blend.FLAG_SLICE
+    assert total(pred, heart4[0]) < total(pred.variant(in_slice=False), heart4[0])
+    one = BlendPredictor.fit(heart4[:, 5:6])
+    assert not one.in_slice and one.scoef is not None
+    assert total(one, heart4[0, 5:6]) < total(one.variant(in_slice=True), heart4[0, 5:6])
+    dwi = BlendPredictor.fit(mapped_volume(sample_array()).astype(np.int32))
+    assert not dwi.in_slice and not dwi.wide
+
+
 def test_fixed_rule_experts_on_slice_poor_volumes_version_6():
     """Real cine MR (the blend3 golden crop: its W and N agree with the previous slice for
     fewer than SLICE_AGREEMENT_PERCENT of the varying voxels): the encoder blends the three
@@ -362,8 +390,8 @@ def test_fixed_rule_experts_on_slice_poor_volumes_version_6():
     vol4 = mapped_volume(wide_heart()).astype(np.int32)
     pred = BlendPredictor.fit(vol4)
     assert pred.experts == blend.DEFAULT_EXPERTS and pred.version == blend.FIXED_VERSION
-    without = pred.variant(experts=blend.ALL_EXPERTS)
-    assert without.version == classic_version(pred) == WIDE_VERSION
+    without = pred.variant(experts=blend.ALL_EXPERTS)  # wide sets + in-slice set: version 4
+    assert without.version == classic_version(pred) == blend.LONG_VERSION
     vmax = int(vol4.max())
 
     def total(p):

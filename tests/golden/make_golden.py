@@ -22,6 +22,9 @@
     python tests/golden/make_golden.py --set blend6   # every blend2-blend5 input as the stop-15
                                                       # encoder codes it (v6 where the fixed-rule
                                                       # experts are used), once
+    python tests/golden/make_golden.py --set blend6b  # the blend6 inputs the stop-16 encoder
+                                                      # codes differently (in-slice set where
+                                                      # it pays) and one slice, once
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -208,6 +211,17 @@ BLEND5_CASES = {
 # in-slice experts) where it uses them, earlier versions elsewhere (a series coded with its
 # previous volume, 10 x 10 slices, deep class sets); the encoder ALARM of all of them lives here.
 BLEND6_CASES = {**BLEND2_CASES, **BLEND3_CASES, **BLEND4_CASES, **BLEND5_CASES}
+# The inputs the stop-16 encoder codes differently (the in-slice set wherever it pays: blend.py
+# IN_SLICE_PAYS_PERCENT), and a single slice where that rule picks it; their encoder ALARM
+# lives here, the other blend6 files keep theirs.
+BLEND6B_CASES = {
+    "mr_heart_10x64x64_u1": BLEND3_CASES["mr_heart_10x64x64_u1"][:2] + ({},),
+    "mr_colin_1x217x181_u1": (
+        "derived_mr_colin27_ch2_mricron [90:91] (MR template, mricron-data, BSD-3): one slice, "
+        "coded with the in-slice set as it pays there (version 6, flag 16)",
+        lambda: _crop("derived_mr_colin27_ch2_mricron", slice(90, 91)),
+        {}),
+}
 # Format 2.0 (compressed header) and 1.2's fallback codecs, made once by the writer that
 # introduced them; their decode test is tests/test_golden_format2.py.
 FORMAT2_CASES = {
@@ -245,7 +259,8 @@ SETS = {"ls3d": (HERE, CASES, {"model": "ls3d"}),
         "blend4": (HERE / "blend4", BLEND4_CASES, {"level": 5, "fallback": False}),
         "blend4deep": (HERE / "blend4deep", BLEND4_DEEP_CASES, {"level": 5, "fallback": False}),
         "blend5": (HERE / "blend5", BLEND5_CASES, {"level": 5, "fallback": False}),
-        "blend6": (HERE / "blend6", BLEND6_CASES, {"level": 5, "fallback": False})}
+        "blend6": (HERE / "blend6", BLEND6_CASES, {"level": 5, "fallback": False}),
+        "blend6b": (HERE / "blend6b", BLEND6B_CASES, {"level": 5, "fallback": False})}
 # Sets whose files are tagged with the model version that wrote them.
 MODEL_SETS = {"lstm": "medzip-lstm", "paper": "medzip-paper"}
 

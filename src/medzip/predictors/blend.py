@@ -162,6 +162,12 @@ N_LONG = len(OFFS_LONG) + 1
 # levels 7-9 try it elsewhere (MODELS.md "Thick slices").
 OFFS_LONG_SLICE = [o for o in OFFS_LONG if o[0] == 0]
 IN_SLICE_MIN_VOXELS = 1 << 20
+# Since stop 16 also wherever the in-slice set's absolute error, on a sample of every slice,
+# is below this percentage of the 6-tap in-slice set's: smooth or band-limited slices (single
+# slices of interpolated MR / CT -8.9 ... -13.4 %, MR -1.6 ... -3.1 %; volumes -0.2 ... -0.5 %);
+# at 0.95-1.0 single slices gain or lose a few tenths of a percent (MODELS.md "In-slice set").
+IN_SLICE_PAYS_PERCENT = 93
+IN_SLICE_SAMPLES = 1 << 18
 N_LONG_SLICE = len(OFFS_LONG_SLICE) + 1
 LONG_PAD = 4  # chunk padding the long sets need in y and x
 # Deep class sets (version 4, FLAG_DEEP): the wide sets' neighbourhood plus the 5x5 ring two
@@ -412,12 +418,13 @@ class BlendPredictor(PredictorBase):
         # the long sets come with the in-slice set; so do large volumes without wide sets
         # (thick slices: the slice matters most) and slice-poor ones with them
         long_sets = fitted is not None and fitted[0].shape[1] == N_LONG
-        thick = "in_slice" not in kw and (
-            vol4.size >= IN_SLICE_MIN_VOXELS // 4 and slice_poor if kw.get("wide")
-            else vol4.size >= IN_SLICE_MIN_VOXELS)
-        if long_sets or thick:
-            kw.setdefault("scoef", fit_in_slice_set(vol4, threads))
-            kw.setdefault("in_slice", True)
+        thick = vol4.size >= IN_SLICE_MIN_VOXELS // 4 and slice_poor if kw.get("wide") \
+            else vol4.size >= IN_SLICE_MIN_VOXELS
+        if "scoef" not in kw:  # kept where unused: levels 7-9 try it (registry._fit_blend)
+            kw["scoef"] = fit_in_slice_set(vol4, threads)
+        if "in_slice" not in kw:  # and wherever it predicts much better than the 6 taps
+            kw["in_slice"] = long_sets or thick or _in_slice_pays(
+                vol4, ls.coef2, kw["scoef"], slice_poor, threads)
         # the fixed-rule experts on slice-poor volumes, except in a series coded with its
         # previous volume (whose experts predict better; fMRI +0.3 %), with the long sets
         # (band-limited slices: blend4 golden crop +0.4 %) and on small slices
@@ -437,6 +444,51 @@ class BlendPredictor(PredictorBase):
 def fit_in_slice_set(vol4: np.ndarray, threads: int = 1) -> np.ndarray:
     """The in-slice set (FLAG_SLICE): Q12 least squares over OFFS_LONG_SLICE, on every slice."""
     return fit_tap_set(vol4, OFFS_LONG_SLICE, need_prev=False, threads=threads)
+
+
+def _in_slice_pays(vol4: np.ndarray, coef2, scoef, slice_poor: bool, threads: int = 1) -> bool:
+    """Whether the in-slice set's absolute error on a sample of every slice's voxels is below
+    IN_SLICE_PAYS_PERCENT of the 6-tap in-slice set's and the bits that buys pay for its
+    coefficients: a share of voxels * log2(error ratio), a half where the previous slice helps
+    little (the in-slice experts are most of the prediction there: single slices passed on
+    28-54 % of it), a sixteenth elsewhere (3-D volumes: ~5 %). Exact integer sums and an
+    integer comparison: the same choice on every machine."""
+    t_, z_, y_, x_ = vol4.shape
+    planes = [(t, z) for t in range(t_) for z in range(z_)]
+    if not planes or y_ * x_ == 0:
+        return False
+    take = planes[:: max(1, len(planes) // 48)]
+    step = max(1, int(np.ceil(np.sqrt(len(take) * y_ * x_ / IN_SLICE_SAMPLES))))
+    geom = PaddedGeometry(1, y_, x_, pad=LONG_PAD, zpad=0)
+    flat = _sample_flat(y_, x_, step, geom)
+    off2 = flat_offsets(OFFS_2D, geom)
+    offs = flat_offsets(OFFS_LONG_SLICE, geom)
+    coef2, scoef = np.asarray(coef2, np.int64), np.asarray(scoef, np.int64)
+
+    def errors(part):
+        sums = [_set_errors(_padded_slices(vol4, t, z, 1, LONG_PAD), flat, off2, coef2, offs,
+                            scoef) for t, z in part]
+        return sum(e[0] for e in sums), sum(e[1] for e in sums)
+
+    err2, err = (int(v) for v in split_sums(errors, take, threads))  # Python ints: no overflow
+    share = 2 if slice_poor else 16
+    cost = WIDE_COEF_BITS * N_LONG_SLICE
+    # voxels * (err2 - err) / (err2 ln 2) / share > cost, with ln 2 as 6931 / 10000
+    return err * 100 < err2 * IN_SLICE_PAYS_PERCENT \
+        and vol4.size * (err2 - err) * 10000 > cost * err2 * share * 6931
+
+
+@numba.njit(cache=True, nogil=True)
+def _set_errors(vol, flat, off_a, coef_a, off_b, coef_b):
+    """Sums of |error| (Q4) of two linear sets on sampled voxels."""
+    ea = np.int64(0)
+    eb = np.int64(0)
+    for i in range(flat.size):
+        f = flat[i]
+        x16 = 16 * np.int64(vol[f])
+        ea += abs(_lin_q4(vol, f, off_a, coef_a) - x16)
+        eb += abs(_lin_q4(vol, f, off_b, coef_b) - x16)
+    return ea, eb
 
 
 def _sample_planes(vol4: np.ndarray):

@@ -7,8 +7,7 @@ import numpy as np
 
 from ..errors import UnsupportedInputError, UnsupportedVersionError
 from .blend import (ALL_EXPERTS, FIXED_EXPERTS, GLOBAL_LS_EXPERTS, LONG_EXPERTS,
-                    NAME as BLEND, VERSIONS as BLEND_VERSIONS, BlendPredictor,
-                    fit_in_slice_set)
+                    NAME as BLEND, VERSIONS as BLEND_VERSIONS, BlendPredictor)
 from .ls3d import LS3DPredictor
 from .lstm import LSTMPredictor
 from .models import find_model, load_model
@@ -62,10 +61,10 @@ def _fit_blend(vol4: np.ndarray, level: int, network=None, threads: int = 1) -> 
     """medzip-blend: the blend of experts as base, the shipped row LSTM on top, censored coding;
     a series uses its previous volumes where the fit says it pays. From SEARCH_LEVEL also
     without bias canceller, on the global LS base only (with its previous-volume set), without
-    the LSTM, with the other previous-volume and wide-class-set choices, where the wide sets
-    are used with the in-slice set too (blend version 4), where the deep sets are used (which
-    blend the class sets alone) with every expert, and where the long sets are, with their class
-    and in-slice sets alone; without the fixed-rule experts (blend version 6)."""
+    the LSTM, with the other previous-volume, wide-class-set and in-slice-set choices, where the
+    deep sets are used (which blend the class sets alone) with every expert, and where the long
+    sets are, with their class and in-slice sets alone; without the fixed-rule experts (blend
+    version 6)."""
     first = BlendPredictor.fit(vol4, lstm=network or load_model(BLEND_NETWORK), threads=threads)
     out = [first]
     if level >= SEARCH_LEVEL:
@@ -81,8 +80,8 @@ def _fit_blend(vol4: np.ndarray, level: int, network=None, threads: int = 1) -> 
             if first.deep:  # without them, with every expert
                 other["experts"] = ALL_EXPERTS
             out.append(first.variant(**other))
-        if first.wide and not first.in_slice:  # smooth volumes: the in-slice set may pay too
-            out.append(first.variant(scoef=fit_in_slice_set(vol4, threads), in_slice=True))
+        if not first.long:  # the fit's in-slice choice may be wrong (its set is kept)
+            out.append(first.variant(in_slice=not first.in_slice))
         if first.deep:  # the deep sets blend the class sets alone: the whole blend too
             out.append(first.variant(experts=ALL_EXPERTS))
         if first.long:  # the long sets blend every expert: their class and in-slice sets too
