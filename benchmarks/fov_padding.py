@@ -1,4 +1,4 @@
-"""CT padded outside its field of view below the air floor: what version 5's floor buys.
+"""CT padded outside its field of view: what version 5's floor and version 7's padding value buy.
 
 Many CT scanners store the pixels outside the circular field of view with a padding value
 below anything measured (-2000 or -3024 HU, DICOM's Pixel Padding Value) and clip air inside
@@ -6,11 +6,15 @@ at -1024 HU. medzip's padding mask (blend version 2) leaves those pixels out of 
 symbols, but censoring at the volume's floor (the padding value) then no longer touches the
 clipped air, and the predictors see a step of ~1000 HU at the edge of the field of view.
 Version 5 sends the lowest value inside the field of view: coded voxels are censored there and
-the masked ones read as that value while coding (docs/FORMAT.md 7.9).
+the masked ones read as that value while coding (docs/FORMAT.md 7.9). CT resampled or masked
+in HU is often zero-filled there instead (0 HU, *above* the air): version 7 sends a mask of the
+pixels that hold one value above the floor in every slice, and that value; they read as the
+floor while coding (FORMAT.md 7.11).
 
 This script sets the pixels outside the inscribed circle of a real CT to a padding value and
-codes it at the default level with and without the floor (everything else the same fit, every
-stream decoded and compared), next to JPEG-XL e7 on the same slices.
+codes it at the default level with and without the floor and the padding value (everything
+else the same encoder, every stream decoded and compared), next to JPEG-XL e7 on the same
+slices.
 
 Usage: python benchmarks/fov_padding.py [--data DIR] [--name NAME] [--steps S ...]
        [--pads P ...]
@@ -50,13 +54,14 @@ def jpegxl_bits(arr: np.ndarray, effort: int = 7) -> int:
 
 
 def medzip_bits(arr: np.ndarray, floor: bool) -> tuple[int, int]:
-    saved = blend.fit_fov_floor
-    if not floor:
-        blend.fit_fov_floor = lambda vol4, mask: 0  # the stream without version 5's floor
+    saved = blend.fit_fov_floor, blend.fit_padding_value
+    if not floor:  # the stream without version 5's floor and version 7's padding value
+        blend.fit_fov_floor = lambda vol4, mask: 0
+        blend.fit_padding_value = lambda vol4: None
     try:
         data = medzip.compress(arr, fallback=False, workers=2)
     finally:
-        blend.fit_fov_floor = saved
+        blend.fit_fov_floor, blend.fit_padding_value = saved
     if not np.array_equal(medzip.decompress(data, workers=2), arr):
         raise SystemExit("round trip failed")
     return 8 * len(data), medzip.inspect(data)["volumes"][0].get("model_version", 0)
@@ -68,11 +73,12 @@ def main() -> None:
     ap.add_argument("--name", default="ct_head_invesalius_cranium")
     ap.add_argument("--steps", type=int, nargs="+", default=[2],
                     help="keep every S-th slice (2: about 2.5 mm slices from the head CT)")
-    ap.add_argument("--pads", nargs="+", default=["none", "-1024", "-2000", "-3024"],
+    ap.add_argument("--pads", nargs="+", default=["none", "-1024", "0", "-2000", "-3024"],
                     help="padding values in HU outside the circle ('none': as stored)")
     args = ap.parse_args()
     ct = np.load(args.data / f"{args.name}.npy")
-    print("slices, padding: bits/voxel medzip -5 without floor -> with (stream versions), "
+    print("slices, padding: bits/voxel medzip -5 without floor / padding value -> with (stream "
+          "versions), "
           "change; JPEG-XL e7; ratio medzip (with) / JPEG-XL")
     for step in args.steps:
         base = np.ascontiguousarray(ct[::step])

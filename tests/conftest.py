@@ -125,6 +125,14 @@ def padded_ct() -> np.ndarray:
     return golden_array("blend5", "ct_head_fov_pad2000_32x64x64_i2")
 
 
+def zero_padded_ct() -> np.ndarray:
+    """The same real head CT zero-filled in HU outside the circle (0 HU there, air clipped at
+    -1024 inside), as resampling or masking in HU leaves it: level 5 sends a padding mask with
+    its value (blend version 7)."""
+    ct = padded_ct()
+    return np.where(ct == -2000, np.int16(0), ct)
+
+
 EXAMPLE4D = _nibabel_test_file("example4d.nii.gz")
 
 

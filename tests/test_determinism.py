@@ -22,7 +22,7 @@ import pytest
 import medzip
 
 from conftest import (EXAMPLE4D, deep_trio, demo_volume, example4d_head_series,
-                      example4d_masked_corner, long_dwi, padded_ct, wide_heart)
+                      example4d_masked_corner, long_dwi, padded_ct, wide_heart, zero_padded_ct)
 
 
 ENVIRONMENTS = {
@@ -77,6 +77,7 @@ CASES = {
     "long_dwi_level5": (long_dwi, 5, False),
     "deep_trio_level5": (deep_trio, 5, False),
     "padded_ct_level5": (padded_ct, 5, False),
+    "zero_padded_ct_level5": (zero_padded_ct, 5, False),  # blend version 7
 }
 NEEDS_EXAMPLE4D = {"masked_epi_level5", "fmri_series_level5"}
 

@@ -15,9 +15,11 @@
   input of ``blend2``-``blend5`` as the stop-15 encoder codes it (v6 streams where the fixed-rule
   in-slice experts and, with the wide sets, the in-slice set are used on slice-poor crops; the
   same versions as before elsewhere). Since stop 15 the encoder ALARM of all of them lives in
-  ``blend6`` and the older sets are decode tests. ``blend6b``: the inputs the stop-16 encoder
-  codes differently (the in-slice set wherever it pays, ``blend.IN_SLICE_PAYS_PERCENT``) and a
-  single slice coded with it; a file's ALARM lives in the newest set that holds its name.
+  ``blend6`` and the older sets are decode tests. ``blend7``: the inputs the stop-16 encoder
+  codes differently (the in-slice set wherever it pays, sets fitted with masked voxels at the
+  field of view's floor, version 7's padding value: the NEMA crop), a single slice coded with
+  the in-slice set and a CT crop padded with 0 HU (v7); a file's ALARM lives in the newest set
+  that holds its name.
 * Re-encoding today gives the same bytes (``test_ALARM_blend_encoder_output_changed``): the fit,
   the integer kernels, the model file and the censored coder are still the ones that wrote them.
   If a change is intended, bump ``blend.VERSION`` (old streams must keep decoding) and add files.
@@ -40,7 +42,7 @@ from conftest import GOLDEN, comparable_header
 
 # golden folder -> whether today's encoder must reproduce its files (the ALARM)
 SETS = {"blend": False, "blend2": False, "blend3": False, "blend4": False, "blend4deep": False,
-        "blend5": False, "blend6": True, "blend6b": True}
+        "blend5": False, "blend6": True, "blend7": True}
 MANIFESTS = {s: json.loads((GOLDEN / s / "manifest.json").read_text())["volumes"] for s in SETS}
 NAMES = [f"{s}/{name}" for s in SETS for name in sorted(MANIFESTS[s])]
 # the encoder ALARM of an input lives in the newest set (of those with one) that holds it
@@ -93,8 +95,8 @@ def test_blend_stream_names_unknown_version_cleanly():
     (vh,) = Container.parse(data).header["volumes"]
     params = Container.parse(data).section(vh["predictor_params"], "predictor parameters")
     with pytest.raises(UnsupportedVersionError):
-        load_predictor({**vh["model"], "version": 7}, params)
-    for version in (2, 3, 4, 5, 6):  # a v1 parameter block named another known version
+        load_predictor({**vh["model"], "version": 8}, params)
+    for version in (2, 3, 4, 5, 6, 7):  # a v1 parameter block named another known version
         with pytest.raises(ValueError):
             load_predictor({**vh["model"], "version": version}, params)
 

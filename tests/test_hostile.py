@@ -284,11 +284,12 @@ def _damaged(blob: bytes, rng: random.Random) -> bytes:
 
 def _forged_blend_values(blob: bytes, rng: random.Random) -> bytes:
     """A blend parameter block whose zstd-packed part (docs/FORMAT.md 7.6-7.10: class flags,
-    thresholds, coefficients, previous-volume sets, wide sets, mask shape and bits) has a value
-    made extreme or bytes flipped, then is packed again: the parser, not zstd, must refuse it."""
+    thresholds, coefficients, previous-volume sets, wide sets, floor, padding value, mask shape
+    and bits) has a value made extreme or bytes flipped, then is packed again: the parser, not
+    zstd, must refuse it."""
     import zstandard
-    # versions 2-6 carry a flags byte, version 6 the fixed-rule experts' byte after it
-    pos = 4 if blob[0] == 1 else 6 if blob[0] == 6 else 5
+    # versions 2-7 carry a flags byte, versions 6 and 7 the fixed-rule experts' byte after it
+    pos = 4 if blob[0] == 1 else 6 if blob[0] in (6, 7) else 5
     (n_ls,) = struct.unpack_from("<H", blob, pos)
     cut = pos + 2 + n_ls
     raw = bytearray(zstandard.ZstdDecompressor().decompress(blob[cut:]))
@@ -364,6 +365,23 @@ def test_fuzzed_wide_blend_sections_raise_only_medzip_errors():
     assert vh["model"]["name"] == "medzip-blend" and vh["model"]["version"] == 6
     assert BlendPredictor.from_params(stream.section(vh["predictor_params"])).wide
     _assert_sections_fuzz_cleanly(data, arr, 150, seed=4)
+
+
+def test_fuzzed_padding_value_blend_sections_raise_only_medzip_errors():
+    """The same for a version-7 stream (a padding mask whose pixels hold a value above the
+    floor, carried in the parameter block): real head CT zero-filled in HU outside its field of
+    view (the blend5 golden crop with 0 HU for its -2000 HU padding), in two chunks."""
+    from conftest import zero_padded_ct
+
+    from medzip.predictors.blend import BlendPredictor
+
+    arr = np.ascontiguousarray(zero_padded_ct()[:8])
+    data = medzip.compress(arr, level=5, chunk_slices=4)
+    stream = Stream.parse(data)
+    vh = stream.header["volumes"][0]
+    assert vh["model"]["name"] == "medzip-blend" and vh["model"]["version"] == 7
+    assert BlendPredictor.from_params(stream.section(vh["predictor_params"])).pad_value > 0
+    _assert_sections_fuzz_cleanly(data, arr, 150, seed=6)
 
 
 def test_fuzzed_deep_blend_sections_raise_only_medzip_errors():

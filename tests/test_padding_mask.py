@@ -142,3 +142,76 @@ def test_forged_floor_blocks_are_refused(padded_ct_array, monkeypatch):
                             lambda *a, _f=floor, **k: real_load(*a, **k).variant(floor=_f))
         with pytest.raises(CorruptStreamError):
             medzip.decompress(stream)
+
+
+# -- version 7: padding at a value above the floor ---------------------------------------------
+@pytest.fixture(scope="module")
+def zero_padded_ct():
+    from conftest import zero_padded_ct
+
+    return zero_padded_ct()
+
+
+def test_padding_value_is_found_and_pays(zero_padded_ct):
+    """The mask covers the 0 HU padding (1024 after mapping), which the stream carries (version
+    7, flags 2 + 128); the masked voxels read as the floor while coding. That costs less than
+    coding the padding (parameters included) by more than 2 %."""
+    from medzip.predictors.blend import FLAG_PAD_VALUE, PAD_VALUE_VERSION
+
+    vol4 = mapped_volume(zero_padded_ct).astype(np.int32)
+    pred = BlendPredictor.fit(vol4)
+    assert pred.known_plane is not None and pred.known_plane.mean() > 0.15
+    assert (vol4[..., pred.known_plane] == 1024).all()
+    assert pred.pad_value == 1024 and pred.floor == 0 and pred.version == PAD_VALUE_VERSION
+    blob = pred.params()
+    assert blob[0] == 7 and blob[4] & (2 | FLAG_PAD_VALUE) == 2 | FLAG_PAD_VALUE
+    back = BlendPredictor.from_params(blob, pred.lstm)
+    assert back.pad_value == 1024 and back.params() == blob
+    vmax = int(vol4.max())
+    coded = BlendPredictor.fit(vol4, known=None, pad_value=0)  # the padding coded
+    assert coded.known_plane is None
+    assert _bits(pred, vol4[0], vmax) < 0.98 * _bits(coded, vol4[0], vmax)
+
+
+def test_padding_value_round_trips_in_parts_and_in_a_series(zero_padded_ct):
+    blob = medzip.compress(zero_padded_ct, chunk_slices=5, fallback=False)
+    assert medzip.inspect(blob)["volumes"][0]["model_version"] == 7
+    for workers in (1, 2):
+        np.testing.assert_array_equal(medzip.decompress(blob, workers=workers), zero_padded_ct)
+    np.testing.assert_array_equal(medzip.decompress(blob, slices=(7, 13)), zero_padded_ct[7:13])
+    # a series: the previous volume's masked voxels read as the floor too
+    series = np.stack([zero_padded_ct[:12], zero_padded_ct[12:24]])
+    blob = medzip.compress(series, fallback=False)
+    assert medzip.inspect(blob)["volumes"][0]["model_version"] == 7
+    np.testing.assert_array_equal(medzip.decompress(blob, workers=2), series)
+
+
+def test_padding_value_mask_over_other_voxels_is_refused_by_the_encoder(zero_padded_ct):
+    vol4 = mapped_volume(zero_padded_ct).astype(np.int32)
+    pred = BlendPredictor.fit(vol4)
+    wrong = pred.variant(pad_value=pred.pad_value + 1)  # the padding holds another value
+    with pytest.raises(ValueError, match="padding mask"):
+        code_chunk(wrong, chunk_geometry(wrong, vol4.shape[1:]), int(vol4.max()), chunk=vol4[0])
+
+
+def test_forged_padding_value_blocks_are_refused(zero_padded_ct, monkeypatch):
+    vol4 = mapped_volume(zero_padded_ct).astype(np.int32)
+    pred = BlendPredictor.fit(vol4)
+    blob = pred.params()
+    assert blob[0] == 7
+    for version, flags in ((6, blob[4]), (7, blob[4] & ~128), (7, blob[4] & ~2)):
+        # flag 128 under version 6, version 7 without it, a padding value without a mask
+        with pytest.raises(ValueError):
+            BlendPredictor.from_params(bytes([version]) + blob[1:4] + bytes([flags]) + blob[5:])
+    with pytest.raises(ValueError):  # a version 6 block renamed 7: no padding value
+        BlendPredictor.from_params(bytes([7]) + pred.variant(pad_value=0).params()[1:])
+    # a padding value above every value: refused, never a wrong volume
+    import medzip.volume_codec as vc
+
+    stream = medzip.compress(zero_padded_ct, fallback=False)
+    real_load = vc.load_predictor
+    for value in (int(vol4.max()) + 1, 1 << 40):
+        monkeypatch.setattr(vc, "load_predictor",
+                            lambda *a, _v=value, **k: real_load(*a, **k).variant(pad_value=_v))
+        with pytest.raises(CorruptStreamError):
+            medzip.decompress(stream)

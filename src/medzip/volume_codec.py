@@ -251,14 +251,20 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
     # mask's field of view. The masked voxels (0, the volume's floor) take that value while the
     # chunk is coded, so the predictors see air, not a step down to the padding, at the field
     # of view's edge; the coder censors coded voxels there. They are set back to 0 at the end.
+    # ``pad_value`` (version 7): the masked voxels hold that value instead of 0; they read as
+    # the floor while coding (no step up to the padding either) and take it back at the end.
     floor = int(getattr(predictor, "floor", 0)) if known is not None else 0
+    pad_value = int(getattr(predictor, "pad_value", 0)) if known is not None else 0
+    if pad_value > vmax:
+        raise CorruptStreamError("padding value out of range: data is corrupted")
+    swap = known is not None and (floor or pad_value)  # the masked voxels read as the floor
     vol = np.zeros(geom.shape, work_dtype(vmax)).ravel()
     if previous is None:
         model = predictor.start_chunk(geom, vmax)
     else:
         ref = np.zeros(geom.shape, vol.dtype).ravel()
         embed(previous, ref)
-        if floor:
+        if swap:
             ref[known] = floor
         model = predictor.start_chunk(geom, vmax, ref=ref)
     # censored coding (entropy.ResidualCoder) for predictors whose stream version asks for it
@@ -267,9 +273,9 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
     encoding = chunk is not None
     if encoding:
         embed(chunk, vol)
-        if known is not None and vol[known].any():
-            raise ValueError("voxels of the padding mask are not at the floor")
-        if floor:
+        if known is not None and (vol[known] != pad_value).any():
+            raise ValueError("voxels of the padding mask do not hold its value")
+        if swap:
             vol[known] = floor
         enc = constriction.stream.queue.RangeEncoder()
     else:
@@ -297,8 +303,8 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
         model.update(vol, flat, zloc, r)
     if encoding:
         return enc.get_compressed()
-    if floor:
-        vol[known] = 0
+    if swap:
+        vol[known] = pad_value
     return geom.extract(vol)  # a view: callers copy what they keep
 
 
@@ -471,7 +477,8 @@ def encode_volume(arr: np.ndarray, writer: ContainerWriter, settings: CodecSetti
     # slabs): one raw volume less in memory while the workers run. The worker processes wait
     # for the fit: it may use as many threads meanwhile.
     mapped = values.mapped(vol4)
-    candidates = fit_candidates(model, mapped, settings.level, threads=settings.workers)
+    candidates = fit_candidates(model, mapped, settings.level, threads=settings.workers,
+                                scratch=True)
     del mapped
     if len(candidates) > 1 and vol4.size > SEARCH_FULL_VOXELS:
         sample = _sample_slabs(vol4.shape)

@@ -22,9 +22,9 @@
     python tests/golden/make_golden.py --set blend6   # every blend2-blend5 input as the stop-15
                                                       # encoder codes it (v6 where the fixed-rule
                                                       # experts are used), once
-    python tests/golden/make_golden.py --set blend6b  # the blend6 inputs the stop-16 encoder
-                                                      # codes differently (in-slice set where
-                                                      # it pays) and one slice, once
+    python tests/golden/make_golden.py --set blend7   # the inputs the stop-16 encoder codes
+                                                      # differently, a slice and a CT crop
+                                                      # padded with 0 HU (v7), once
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -211,11 +211,24 @@ BLEND5_CASES = {
 # in-slice experts) where it uses them, earlier versions elsewhere (a series coded with its
 # previous volume, 10 x 10 slices, deep class sets); the encoder ALARM of all of them lives here.
 BLEND6_CASES = {**BLEND2_CASES, **BLEND3_CASES, **BLEND4_CASES, **BLEND5_CASES}
-# The inputs the stop-16 encoder codes differently (the in-slice set wherever it pays: blend.py
-# IN_SLICE_PAYS_PERCENT), and a single slice where that rule picks it; their encoder ALARM
-# lives here, the other blend6 files keep theirs.
-BLEND6B_CASES = {
+# Every input whose stream the stop-16 encoder changes - the in-slice set wherever it pays
+# (blend.IN_SLICE_PAYS_PERCENT), the sets fitted with the masked voxels at the field of view's
+# floor, and version 7 (a padding mask whose pixels hold a value above the floor) - plus one
+# slice coded with the in-slice set and a CT crop zero-filled in HU outside its field of view
+# (version 7). Their encoder ALARM lives here; the other blend6 files keep theirs.
+BLEND7_CASES = {
     "mr_heart_10x64x64_u1": BLEND3_CASES["mr_heart_10x64x64_u1"][:2] + ({},),
+    "ct_nema_2x64x64_u2": BLEND2_CASES["ct_nema_2x64x64_u2"][:2]
+    + (BLEND2_CASES["ct_nema_2x64x64_u2"][2],),
+    "ct_head_fov_pad2000_32x64x64_i2": BLEND5_CASES["ct_head_fov_pad2000_32x64x64_i2"][:2]
+    + ({},),
+    "ct_head_fov_pad0_32x64x64_i2": (
+        "ct_head_invesalius_cranium [30:62, ::4, ::4] (genuine CT, invesalius, GPL-2) with the "
+        "pixels outside the inscribed circle set to 0 HU (air clipped at -1024 inside): a "
+        "padding mask with its value (version 7, flags 2 + 128)",
+        lambda: _fov_padded("ct_head_invesalius_cranium", 0, slice(30, 62),
+                            slice(None, None, 4), slice(None, None, 4)),
+        {}),
     "mr_colin_1x217x181_u1": (
         "derived_mr_colin27_ch2_mricron [90:91] (MR template, mricron-data, BSD-3): one slice, "
         "coded with the in-slice set as it pays there (version 6, flag 16)",
@@ -260,7 +273,7 @@ SETS = {"ls3d": (HERE, CASES, {"model": "ls3d"}),
         "blend4deep": (HERE / "blend4deep", BLEND4_DEEP_CASES, {"level": 5, "fallback": False}),
         "blend5": (HERE / "blend5", BLEND5_CASES, {"level": 5, "fallback": False}),
         "blend6": (HERE / "blend6", BLEND6_CASES, {"level": 5, "fallback": False}),
-        "blend6b": (HERE / "blend6b", BLEND6B_CASES, {"level": 5, "fallback": False})}
+        "blend7": (HERE / "blend7", BLEND7_CASES, {"level": 5, "fallback": False})}
 # Sets whose files are tagged with the model version that wrote them.
 MODEL_SETS = {"lstm": "medzip-lstm", "paper": "medzip-paper"}
 

@@ -57,7 +57,8 @@ def _fit_row_lstm(mf, vol4: np.ndarray, level: int, threads: int = 1) -> list:
 BLEND_NETWORK = "medzip-blend-lstm"  # the row LSTM trained on the blend's residuals
 
 
-def _fit_blend(vol4: np.ndarray, level: int, network=None, threads: int = 1) -> list:
+def _fit_blend(vol4: np.ndarray, level: int, network=None, threads: int = 1,
+               scratch: bool = False) -> list:
     """medzip-blend: the blend of experts as base, the shipped row LSTM on top, censored coding;
     a series uses its previous volumes where the fit says it pays. From SEARCH_LEVEL also
     without bias canceller, on the global LS base only (with its previous-volume set), without
@@ -65,7 +66,8 @@ def _fit_blend(vol4: np.ndarray, level: int, network=None, threads: int = 1) -> 
     deep sets are used (which blend the class sets alone) with every expert, and where the long
     sets are, with their class and in-slice sets alone; without the fixed-rule experts (blend
     version 6)."""
-    first = BlendPredictor.fit(vol4, lstm=network or load_model(BLEND_NETWORK), threads=threads)
+    first = BlendPredictor.fit(vol4, lstm=network or load_model(BLEND_NETWORK), threads=threads,
+                               scratch=scratch)
     out = [first]
     if level >= SEARCH_LEVEL:
         out += [first.variant(bias_cancel=False),  # small masked MR: the canceller can cost
@@ -107,18 +109,20 @@ MODEL_KINDS = {
 }
 
 
-def fit_candidates(model: str, vol4: np.ndarray, level: int, threads: int = 1) -> list:
+def fit_candidates(model: str, vol4: np.ndarray, level: int, threads: int = 1,
+                   scratch: bool = False) -> list:
     """Encoder side: predictors to try, each ``(predictor, header entry)``, in order of
     preference; the smallest stream wins (ties keep the earlier). ``threads`` may share the
-    fits' sums (predictors/sums.py): the same predictors whatever the count."""
+    fits' sums (predictors/sums.py): the same predictors whatever the count. ``scratch``:
+    ``vol4`` is a copy the fit may overwrite (the encoder drops it afterwards)."""
     if model == BLEND:
-        preds = _fit_blend(vol4, level, threads=threads)
+        preds = _fit_blend(vol4, level, threads=threads, scratch=scratch)
     elif model in CLASSICAL:
         preds = CLASSICAL[model][0](vol4, level, threads)
     else:
         mf = load_model(model)
         if mf.meta.get("base") == "blend":  # a network trained to correct the blend
-            preds = _fit_blend(vol4, max(level, DEFAULT_LEVEL), mf, threads)
+            preds = _fit_blend(vol4, max(level, DEFAULT_LEVEL), mf, threads, scratch)
         else:
             preds = MODEL_KINDS[mf.meta["kind"]][0](mf, vol4, level, threads)
     return [(p, p.header_entry()) for p in preds]
