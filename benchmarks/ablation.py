@@ -9,10 +9,12 @@ Variants, all through the real coder (chunking as medzip.compress, parameter byt
   +blend-lstm  the network trained on the blend's residuals (medzip-blend-lstm) instead
   +previous    4-D series: the previous volume as context where the fit says it pays (blend v2);
                3-D volumes: = +blend-lstm
-  +mask        the padding / field-of-view mask where it pays (blend v2)
+  +mask        the padding / field-of-view mask where it pays (blend v2; with its value above
+               the floor, v7)
   +wide        the 41-tap class sets where they pay (blend v3)
   +in-slice    the 36-tap in-slice set where the default uses it (large volumes without wide
-               sets; slice-poor ones with them; blend v4 flag 16)
+               sets; slice-poor ones with them; since stop 16 wherever it pays on a sample;
+               blend v4 flag 16)
   +fixed       the fixed-rule in-slice experts and their error window where the default uses
                them (slice-poor volumes, blend v6): today's default (level 5)
   lstm-0.1     the previous default (row LSTM on global LS, uncensored), for reference
