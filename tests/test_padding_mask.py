@@ -133,13 +133,19 @@ def test_forged_floor_blocks_are_refused(padded_ct_array, monkeypatch):
         with pytest.raises(ValueError):
             BlendPredictor.from_params(bytes([version]) + blob[1:4] + bytes([flags]) + blob[5:])
     # a floor above every value: the decoder refuses the stream, never writes a wrong volume
+    _decoding_refuses(padded_ct_array, monkeypatch, "floor", (int(vol4.max()) + 1, 1 << 40))
+
+
+def _decoding_refuses(arr, monkeypatch, field, values):
+    """``arr``'s stream, decoded with the predictor's ``field`` forged to each of ``values``,
+    raises CorruptStreamError (never a wrong volume)."""
     import medzip.volume_codec as vc
 
-    stream = medzip.compress(padded_ct_array, fallback=False)
+    stream = medzip.compress(arr, fallback=False)
     real_load = vc.load_predictor
-    for floor in (int(vol4.max()) + 1, 1 << 40):
-        monkeypatch.setattr(vc, "load_predictor",
-                            lambda *a, _f=floor, **k: real_load(*a, **k).variant(floor=_f))
+    for value in values:
+        monkeypatch.setattr(vc, "load_predictor", lambda *a, _v=value, **k:
+                            real_load(*a, **k).variant(**{field: _v}))
         with pytest.raises(CorruptStreamError):
             medzip.decompress(stream)
 
@@ -206,12 +212,4 @@ def test_forged_padding_value_blocks_are_refused(zero_padded_ct, monkeypatch):
     with pytest.raises(ValueError):  # a version 6 block renamed 7: no padding value
         BlendPredictor.from_params(bytes([7]) + pred.variant(pad_value=0).params()[1:])
     # a padding value above every value: refused, never a wrong volume
-    import medzip.volume_codec as vc
-
-    stream = medzip.compress(zero_padded_ct, fallback=False)
-    real_load = vc.load_predictor
-    for value in (int(vol4.max()) + 1, 1 << 40):
-        monkeypatch.setattr(vc, "load_predictor",
-                            lambda *a, _v=value, **k: real_load(*a, **k).variant(pad_value=_v))
-        with pytest.raises(CorruptStreamError):
-            medzip.decompress(stream)
+    _decoding_refuses(zero_padded_ct, monkeypatch, "pad_value", (int(vol4.max()) + 1, 1 << 40))
