@@ -6,6 +6,8 @@ import math
 import numba
 import numpy as np
 
+from .forksafe import GUARD
+
 
 @numba.njit(cache=True, inline="always")
 def log2_q3(a):
@@ -79,8 +81,10 @@ def exact_gram(a: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """
     m = max(int(np.abs(a).max(initial=0)), int(np.abs(target).max(initial=0)), 1)
     if a.shape[0] * m * m < (1 << 53):
-        af = a.astype(np.float64)
-        return ((af.T @ af).astype(np.int64), (af.T @ target.astype(np.float64)).astype(np.int64))
+        af, tf = a.astype(np.float64), target.astype(np.float64)
+        with GUARD.blas():  # a threaded BLAS call: no pool may fork meanwhile (forksafe.py)
+            g, h = af.T @ af, af.T @ tf
+        return g.astype(np.int64), h.astype(np.int64)
     return a.T @ a, a.T @ target
 
 

@@ -19,6 +19,8 @@ import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
+from .forksafe import GUARD
+
 __all__ = ["resolve_workers", "start_method", "run_jobs"]
 
 # Environment override of the start method, for tests and for platforms where fork is unsafe.
@@ -102,7 +104,8 @@ def run_jobs(fn, state, jobs: list, workers: int, on_done=None, prepare=None) ->
     pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx,
                                initializer=_init_worker, initargs=(os.getpid(), state))
     try:
-        futures = [pool.submit(_call, fn, job) for job in jobs]
+        with GUARD.forking():  # the first submit forks every worker (forksafe.py)
+            futures = [pool.submit(_call, fn, job) for job in jobs]
         out = []
         for i, f in enumerate(futures):
             out.append(f.result())
