@@ -25,27 +25,25 @@ def _later(fn):
     return done
 
 
+def _held(section):
+    """A thread that opens ``section()`` (a guard context) and holds it until released:
+    ``(entered, release, done)`` events."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold():
+        with section():
+            entered.set()
+            release.wait(10)
+
+    return entered, release, _later(hold)
+
+
 def test_fork_waits_for_open_blas_sections_and_sections_share():
-    leave = threading.Event()
-    inside = threading.Event()
-
-    def section():
-        with GUARD.blas():
-            inside.set()
-            leave.wait(10)
-
-    first = _later(section)
+    inside, leave, first = _held(GUARD.blas)
     assert inside.wait(5)
     with GUARD.blas():  # a second section opens while the first is open
         pass
-    forking, release = threading.Event(), threading.Event()
-
-    def fork_section():
-        with GUARD.forking():
-            forking.set()
-            release.wait(10)
-
-    forked = _later(fork_section)
+    forking, release, forked = _held(GUARD.forking)
     time.sleep(0.2)
     assert not forking.is_set()  # the fork waits for the open section
     leave.set()
@@ -55,15 +53,7 @@ def test_fork_waits_for_open_blas_sections_and_sections_share():
 
 
 def test_blas_waits_while_a_pool_forks():
-    release = threading.Event()
-    forking = threading.Event()
-
-    def fork_section():
-        with GUARD.forking():
-            forking.set()
-            release.wait(10)
-
-    started = _later(fork_section)
+    forking, release, started = _held(GUARD.forking)
     assert forking.wait(5)
     a = np.arange(64, dtype=np.int64).reshape(16, 4)
     gram = _later(lambda: exact_gram(a, a[:, 0]))
