@@ -325,6 +325,26 @@ def test_levels_7_to_9_compare_candidates_on_a_sample_of_large_volumes(monkeypat
     np.testing.assert_array_equal(medzip.decompress(blob, workers=2), arr)
 
 
+def test_a_wrong_slab_pick_never_makes_level_9_larger_than_level_5(monkeypatch):
+    """The sample slabs can pick a candidate that codes the whole volume larger (the head CT's
+    did): the default level's choice is coded whole too and the smaller kept. Forced here: the
+    slabs 'pick' the global-LS-only candidate, and level 9 still writes level 5's stream."""
+    import medzip.volume_codec as vc
+
+    arr = sample_array()
+    monkeypatch.setattr(vc, "SEARCH_FULL_VOXELS", arr.size // 2)
+    real_smallest = vc._smallest
+
+    def wrong_pick(candidates, *args):
+        if args[-2] == "search":
+            return 0, candidates[2], None, None  # experts=GLOBAL_LS_EXPERTS (registry order)
+        return real_smallest(candidates, *args)
+
+    monkeypatch.setattr(vc, "_smallest", wrong_pick)
+    five = medzip.compress(arr, level=5, fallback=False)
+    assert medzip.compress(arr, level=9, fallback=False) == five
+
+
 def test_large_volumes_without_wide_sets_use_the_in_slice_set(monkeypatch):
     """Thick-slice scans (wide sets off, many voxels) get the 36-tap in-slice set at the
     default level (a version 4 stream with flag 16 alone); small volumes keep the 6-tap one.
