@@ -258,7 +258,7 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
     pad_value = int(getattr(predictor, "pad_value", 0)) if known is not None else 0
     if pad_value > vmax:
         raise CorruptStreamError("padding value out of range: data is corrupted")
-    swap = known is not None and (floor or pad_value)  # the masked voxels read as the floor
+    swap = bool(floor or pad_value)  # the masked voxels read as the floor (both 0 unmasked)
     vol = np.zeros(geom.shape, work_dtype(vmax)).ravel()
     if previous is None:
         model = predictor.start_chunk(geom, vmax)

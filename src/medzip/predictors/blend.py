@@ -74,6 +74,7 @@ FIXED_VERSION = 6
 PAD_VALUE_VERSION = 7
 VERSIONS = (VERSION, TEMPORAL_VERSION, WIDE_VERSION, LONG_VERSION, FLOOR_VERSION, FIXED_VERSION,
             PAD_VALUE_VERSION)
+FIXED_BYTE_VERSIONS = (FIXED_VERSION, PAD_VALUE_VERSION)  # the fixed-rule experts' byte follows
 FLAG_TEMPORAL, FLAG_MASK, FLAG_WIDE, FLAG_LONG, FLAG_SLICE, FLAG_DEEP = 1, 2, 4, 8, 16, 32
 FLAG_FLOOR = 64
 FLAG_PAD_VALUE = 128
@@ -326,7 +327,7 @@ class BlendPredictor(PredictorBase):
                                 + FLAG_SLICE * self.in_slice + FLAG_DEEP * self.deep
                                 + FLAG_FLOOR * bool(self.floor)
                                 + FLAG_PAD_VALUE * bool(self.pad_value))
-        if self.version in (FIXED_VERSION, PAD_VALUE_VERSION):
+        if self.version in FIXED_BYTE_VERSIONS:
             head += struct.pack("<B", experts >> 7)
         lsb = self.ls.params()
         packed = zstandard.ZstdCompressor(level=19).compress(masks + body)
@@ -337,7 +338,7 @@ class BlendPredictor(PredictorBase):
         version, bias, power, experts = struct.unpack_from("<BBBB", blob)
         low_extra = experts & ~ALL_EXPERTS  # bit 7 of the first experts byte: never written
         flags, pos = (struct.unpack_from("<B", blob, 4)[0], 5) if version != VERSION else (0, 4)
-        if version in (FIXED_VERSION, PAD_VALUE_VERSION):  # the fixed-rule experts' byte
+        if version in FIXED_BYTE_VERSIONS:  # the fixed-rule experts' byte
             experts |= struct.unpack_from("<B", blob, pos)[0] << 7
             pos += 1
         temporal, masked = bool(flags & FLAG_TEMPORAL), bool(flags & FLAG_MASK)
@@ -350,7 +351,6 @@ class BlendPredictor(PredictorBase):
                 or not 0 < experts or experts & ~allowed \
                 or (version == PAD_VALUE_VERSION) != padded or (padded and not masked) \
                 or (version == FIXED_VERSION and not experts & FIXED_EXPERTS) \
-                or (version < FIXED_VERSION and experts & FIXED_EXPERTS) \
                 or (floored and version < FLOOR_VERSION) \
                 or (version == FLOOR_VERSION and not floored) or (floored and not masked) \
                 or (version == 2 and not 0 < flags < 4) \

@@ -29,19 +29,28 @@ def packed_mask(mask: np.ndarray) -> bytes:
     return zstandard.ZstdCompressor(level=19).compress(np.packbits(mask.ravel()).tobytes())
 
 
+def _equal_in_every_slice(vol4: np.ndarray, reference) -> np.ndarray | None:
+    """The (y, x) pixels equal to ``reference`` (a value or a plane) in every slice of every
+    volume; None as soon as fewer than MIN_PIXELS are left."""
+    mask = np.ones(vol4.shape[2:], bool)
+    for t in range(vol4.shape[0]):
+        for z in range(vol4.shape[1]):
+            mask &= vol4[t, z] == reference
+            if int(mask.sum()) < MIN_PIXELS:
+                return None
+    return mask
+
+
+def _pays(mask: np.ndarray, vol4: np.ndarray) -> bool:
+    """Whether the packed mask costs below PAYS_BITS_PER_VOXEL per voxel it covers."""
+    covered = int(mask.sum()) * vol4.shape[0] * vol4.shape[1]
+    return mask.sum() >= MIN_PIXELS and 8 * len(packed_mask(mask)) < PAYS_BITS_PER_VOXEL * covered
+
+
 def fit_known_plane(vol4: np.ndarray) -> np.ndarray | None:
     """The (y, x) pixels that are 0 in every slice of every volume, when sending them pays."""
-    t_, z_, y_, x_ = vol4.shape
-    mask = np.ones((y_, x_), bool)
-    for t in range(t_):
-        for z in range(z_):
-            mask &= vol4[t, z] == 0
-            if not mask.any():
-                return None
-    covered = int(mask.sum()) * t_ * z_
-    if mask.sum() < MIN_PIXELS or 8 * len(packed_mask(mask)) >= PAYS_BITS_PER_VOXEL * covered:
-        return None
-    return mask
+    mask = _equal_in_every_slice(vol4, 0)
+    return mask if mask is not None and _pays(mask, vol4) else None
 
 
 def fit_padding_value(vol4: np.ndarray) -> tuple[np.ndarray, int] | None:
@@ -51,23 +60,16 @@ def fit_padding_value(vol4: np.ndarray) -> tuple[np.ndarray, int] | None:
     field of view while its air is clipped at -1024 HU: coded, that padding costs its own
     voxels and a 1000 HU step along the field of view's edge on every slice (head CT every 2nd
     slice padded so: +3.6 % over padding at the floor, MODELS.md "Padding above the floor")."""
-    t_, z_, y_, x_ = vol4.shape
     first = vol4[0, 0]
-    same = np.ones((y_, x_), bool)
-    for t in range(t_):
-        for z in range(z_):
-            same &= vol4[t, z] == first
-            if int(same.sum()) < MIN_PIXELS:
-                return None
+    same = _equal_in_every_slice(vol4, first)
+    if same is None:
+        return None
     values, counts = np.unique(first[same], return_counts=True)
     value = int(values[np.argmax(counts)])  # the lowest of the most common on a tie
     if value <= 0:  # the floor: fit_known_plane's case
         return None
     mask = same & (first == value)
-    covered = int(mask.sum()) * t_ * z_
-    if mask.sum() < MIN_PIXELS or 8 * len(packed_mask(mask)) >= PAYS_BITS_PER_VOXEL * covered:
-        return None
-    return mask, value
+    return (mask, value) if _pays(mask, vol4) else None
 
 
 def fit_fov_floor(vol4: np.ndarray, mask: np.ndarray | None) -> int:
