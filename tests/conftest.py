@@ -283,7 +283,8 @@ def flip_bit(data: bytes, pos: int, bit: int = 0) -> bytes:
 
 def classic_version(pred) -> int:
     """The version ``pred``'s stream has without the fixed-rule experts (version 6 is any
-    layout of versions 2-5 plus their byte)."""
+    layout of versions 2-5 plus their byte) and with its mask bit-packed (version 8 is any
+    layout of versions 2-7 with the mask by rows)."""
     from medzip.predictors import blend
 
-    return pred.variant(experts=pred.experts & ~blend.FIXED_EXPERTS).version
+    return pred.variant(experts=pred.experts & ~blend.FIXED_EXPERTS, mask_by_rows=False).version

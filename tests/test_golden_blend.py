@@ -18,8 +18,10 @@
   ``blend6`` and the older sets are decode tests. ``blend7``: the inputs the stop-16 encoder
   codes differently (the in-slice set wherever it pays, sets fitted with masked voxels at the
   field of view's floor, version 7's padding value: the NEMA crop), a single slice coded with
-  the in-slice set and a CT crop padded with 0 HU (v7); a file's ALARM lives in the newest set
-  that holds its name.
+  the in-slice set and a CT crop padded with 0 HU (v7); ``blend8``: the inputs whose padding
+  mask the stop-17 encoder writes by rows (v8: the discs, the masked EPI corner, the colin
+  slice's background) and a full-resolution CT slice padded with -3024 HU. A file's ALARM lives
+  in the newest set that holds its name.
 * Re-encoding today gives the same bytes (``test_ALARM_blend_encoder_output_changed``): the fit,
   the integer kernels, the model file and the censored coder are still the ones that wrote them.
   If a change is intended, bump ``blend.VERSION`` (old streams must keep decoding) and add files.
@@ -42,7 +44,7 @@ from conftest import GOLDEN, comparable_header
 
 # golden folder -> whether today's encoder must reproduce its files (the ALARM)
 SETS = {"blend": False, "blend2": False, "blend3": False, "blend4": False, "blend4deep": False,
-        "blend5": False, "blend6": True, "blend7": True}
+        "blend5": False, "blend6": True, "blend7": True, "blend8": True}
 MANIFESTS = {s: json.loads((GOLDEN / s / "manifest.json").read_text())["volumes"] for s in SETS}
 NAMES = [f"{s}/{name}" for s in SETS for name in sorted(MANIFESTS[s])]
 # the encoder ALARM of an input lives in the newest set (of those with one) that holds it
@@ -95,8 +97,8 @@ def test_blend_stream_names_unknown_version_cleanly():
     (vh,) = Container.parse(data).header["volumes"]
     params = Container.parse(data).section(vh["predictor_params"], "predictor parameters")
     with pytest.raises(UnsupportedVersionError):
-        load_predictor({**vh["model"], "version": 8}, params)
-    for version in (2, 3, 4, 5, 6, 7):  # a v1 parameter block named another known version
+        load_predictor({**vh["model"], "version": 9}, params)
+    for version in (2, 3, 4, 5, 6, 7, 8):  # a v1 parameter block named another known version
         with pytest.raises(ValueError):
             load_predictor({**vh["model"], "version": version}, params)
 

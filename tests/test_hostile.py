@@ -285,11 +285,11 @@ def _damaged(blob: bytes, rng: random.Random) -> bytes:
 def _forged_blend_values(blob: bytes, rng: random.Random) -> bytes:
     """A blend parameter block whose zstd-packed part (docs/FORMAT.md 7.6-7.10: class flags,
     thresholds, coefficients, previous-volume sets, wide sets, floor, padding value, mask shape
-    and bits) has a value made extreme or bytes flipped, then is packed again: the parser, not
+    and bits or rows, 7.12) has a value made extreme or bytes flipped, then is packed again: the parser, not
     zstd, must refuse it."""
     import zstandard
-    # versions 2-7 carry a flags byte, versions 6 and 7 the fixed-rule experts' byte after it
-    pos = 4 if blob[0] == 1 else 6 if blob[0] in (6, 7) else 5
+    # versions 2-8 carry a flags byte, versions 6-8 the fixed-rule experts' byte after it
+    pos = 4 if blob[0] == 1 else 6 if blob[0] in (6, 7, 8) else 5
     (n_ls,) = struct.unpack_from("<H", blob, pos)
     cut = pos + 2 + n_ls
     raw = bytearray(zstandard.ZstdDecompressor().decompress(blob[cut:]))
@@ -336,7 +336,14 @@ def _assert_sections_fuzz_cleanly(data: bytes, arr: np.ndarray, count: int, seed
     assert growth < RSS_BUDGET
 
 
-def test_fuzzed_blend_sections_raise_only_medzip_errors():
+def _packed_masks(monkeypatch) -> None:
+    """Encoders write padding masks bit-packed (as before version 8)."""
+    import medzip.predictors.blend as blend
+
+    monkeypatch.setattr(blend, "mask_rows", lambda mask: None)
+
+
+def test_fuzzed_blend_sections_raise_only_medzip_errors(monkeypatch):
     """The default model's per-volume parameter block (LS sets, class coefficients, the
     version-2 flags, previous-volume coefficients and the packed padding mask) and its coded
     chunks, damaged with valid CRCs: only exact output or a one-line MedzipError, bounded memory.
@@ -346,6 +353,7 @@ def test_fuzzed_blend_sections_raise_only_medzip_errors():
     if path is None:
         pytest.skip("nibabel's example4d.nii.gz is missing")
     arr = np.ascontiguousarray(nifti_stored(path)[:, 8:12, 0:40, 0:48])
+    _packed_masks(monkeypatch)  # (version 8 below)
     data = medzip.compress(arr, level=5, chunk_slices=2)
     vh = Stream.parse(data).header["volumes"][0]
     assert vh["model"]["name"] == "medzip-blend" and vh["model"]["version"] == 2
@@ -367,21 +375,25 @@ def test_fuzzed_wide_blend_sections_raise_only_medzip_errors():
     _assert_sections_fuzz_cleanly(data, arr, 150, seed=4)
 
 
-def test_fuzzed_padding_value_blend_sections_raise_only_medzip_errors():
+@pytest.mark.parametrize("version", [7, 8])
+def test_fuzzed_padding_value_blend_sections_raise_only_medzip_errors(version, monkeypatch):
     """The same for a version-7 stream (a padding mask whose pixels hold a value above the
     floor, carried in the parameter block): real head CT zero-filled in HU outside its field of
-    view (the blend5 golden crop with 0 HU for its -2000 HU padding), in two chunks."""
+    view (the blend5 golden crop with 0 HU for its -2000 HU padding), in two chunks; and for
+    the version-8 stream the encoder writes today (the same, the mask by rows)."""
     from conftest import zero_padded_ct
 
     from medzip.predictors.blend import BlendPredictor
 
     arr = np.ascontiguousarray(zero_padded_ct()[:8])
+    if version == 7:
+        _packed_masks(monkeypatch)
     data = medzip.compress(arr, level=5, chunk_slices=4)
     stream = Stream.parse(data)
     vh = stream.header["volumes"][0]
-    assert vh["model"]["name"] == "medzip-blend" and vh["model"]["version"] == 7
+    assert vh["model"]["name"] == "medzip-blend" and vh["model"]["version"] == version
     assert BlendPredictor.from_params(stream.section(vh["predictor_params"])).pad_value > 0
-    _assert_sections_fuzz_cleanly(data, arr, 150, seed=6)
+    _assert_sections_fuzz_cleanly(data, arr, 150, seed=6 + (version == 8))
 
 
 def test_fuzzed_deep_blend_sections_raise_only_medzip_errors():

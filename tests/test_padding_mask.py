@@ -116,7 +116,7 @@ def test_field_of_view_floor_is_found_and_pays(padded_ct_array):
 
 def test_floor_stream_round_trips_in_parts(padded_ct_array):
     blob = medzip.compress(padded_ct_array, chunk_slices=5, fallback=False)
-    assert medzip.inspect(blob)["volumes"][0]["model_version"] in (5, 6)  # 6: fixed experts
+    assert medzip.inspect(blob)["volumes"][0]["model_version"] == 8  # the disc by rows
     for workers in (1, 2):
         np.testing.assert_array_equal(medzip.decompress(blob, workers=workers), padded_ct_array)
     np.testing.assert_array_equal(medzip.decompress(blob, slices=(7, 13)),
@@ -125,7 +125,8 @@ def test_floor_stream_round_trips_in_parts(padded_ct_array):
 
 def test_forged_floor_blocks_are_refused(padded_ct_array, monkeypatch):
     vol4 = mapped_volume(padded_ct_array).astype(np.int32)
-    pred = BlendPredictor.fit(vol4, experts=ALL_EXPERTS)  # version 5 (6 adds a byte)
+    # version 5 (6 adds a byte, 8 codes the mask by rows)
+    pred = BlendPredictor.fit(vol4, experts=ALL_EXPERTS, mask_by_rows=False)
     blob = pred.params()
     assert blob[0] == 5 and blob[4] & 64 and blob[4] & 2
     for version, flags in ((4, blob[4]), (5, blob[4] & ~64), (5, blob[4] | 128),
@@ -168,11 +169,16 @@ def test_padding_value_is_found_and_pays(zero_padded_ct):
     pred = BlendPredictor.fit(vol4)
     assert pred.known_plane is not None and pred.known_plane.mean() > 0.15
     assert (vol4[..., pred.known_plane] == 1024).all()
-    assert pred.pad_value == 1024 and pred.floor == 0 and pred.version == PAD_VALUE_VERSION
-    blob = pred.params()
+    assert pred.pad_value == 1024 and pred.floor == 0 and classic_version(pred) == PAD_VALUE_VERSION
+    blob = pred.variant(mask_by_rows=False).params()
     assert blob[0] == 7 and blob[4] & (2 | FLAG_PAD_VALUE) == 2 | FLAG_PAD_VALUE
     back = BlendPredictor.from_params(blob, pred.lstm)
     assert back.pad_value == 1024 and back.params() == blob
+    rows = pred.params()  # the disc by rows: version 8, the same flags
+    assert rows[0] == 8 and rows[4] == blob[4] and len(rows) < len(blob)
+    back = BlendPredictor.from_params(rows, pred.lstm)
+    assert back.pad_value == 1024 and back.params() == rows
+    np.testing.assert_array_equal(back.known_plane, pred.known_plane)
     vmax = int(vol4.max())
     coded = BlendPredictor.fit(vol4, known=None, pad_value=0)  # the padding coded
     assert coded.known_plane is None
@@ -181,14 +187,14 @@ def test_padding_value_is_found_and_pays(zero_padded_ct):
 
 def test_padding_value_round_trips_in_parts_and_in_a_series(zero_padded_ct):
     blob = medzip.compress(zero_padded_ct, chunk_slices=5, fallback=False)
-    assert medzip.inspect(blob)["volumes"][0]["model_version"] == 7
+    assert medzip.inspect(blob)["volumes"][0]["model_version"] == 8  # the disc by rows
     for workers in (1, 2):
         np.testing.assert_array_equal(medzip.decompress(blob, workers=workers), zero_padded_ct)
     np.testing.assert_array_equal(medzip.decompress(blob, slices=(7, 13)), zero_padded_ct[7:13])
     # a series: the previous volume's masked voxels read as the floor too
     series = np.stack([zero_padded_ct[:12], zero_padded_ct[12:24]])
     blob = medzip.compress(series, fallback=False)
-    assert medzip.inspect(blob)["volumes"][0]["model_version"] == 7
+    assert medzip.inspect(blob)["volumes"][0]["model_version"] == 8
     np.testing.assert_array_equal(medzip.decompress(blob, workers=2), series)
 
 
@@ -202,7 +208,7 @@ def test_padding_value_mask_over_other_voxels_is_refused_by_the_encoder(zero_pad
 
 def test_forged_padding_value_blocks_are_refused(zero_padded_ct, monkeypatch):
     vol4 = mapped_volume(zero_padded_ct).astype(np.int32)
-    pred = BlendPredictor.fit(vol4)
+    pred = BlendPredictor.fit(vol4, mask_by_rows=False)
     blob = pred.params()
     assert blob[0] == 7
     for version, flags in ((6, blob[4]), (7, blob[4] & ~128), (7, blob[4] & ~2)):
@@ -213,3 +219,86 @@ def test_forged_padding_value_blocks_are_refused(zero_padded_ct, monkeypatch):
         BlendPredictor.from_params(bytes([7]) + pred.variant(pad_value=0).params()[1:])
     # a padding value above every value: refused, never a wrong volume
     _decoding_refuses(zero_padded_ct, monkeypatch, "pad_value", (int(vol4.max()) + 1, 1 << 40))
+
+
+# -- version 8: the mask by rows ----------------------------------------------------------------
+def test_mask_rows_round_trip_shapes():
+    """Discs, half-planes, blobs, empty and full rows, single pixels, noise: the row coding
+    gives back the same mask (or declines where it would be longer than the packed bits)."""
+    from medzip.predictors.padding import mask_from_rows, mask_rows
+
+    rng = np.random.default_rng(8)
+    yy, xx = np.mgrid[:61, :47]
+    masks = [(yy - 30) ** 2 + (xx - 23) ** 2 > 22 ** 2, xx < 13, xx >= 0, xx < 0,
+             (yy == 5) & (xx == 46), (yy % 7 < 3) & (xx % 5 < 2), rng.random((61, 47)) < 0.5,
+             np.ones((1, 1), bool), np.zeros((3, 1), bool)]
+    coded = 0
+    for mask in masks:
+        rows = mask_rows(mask)
+        if rows is None:
+            # scattered, or a plane of a byte or two
+            assert mask.size <= 16 or (mask[:, 1:] != mask[:, :-1]).mean() > 0.1
+            continue
+        coded += 1
+        assert len(rows) <= (mask.size + 7) // 8 or mask.size <= 8
+        np.testing.assert_array_equal(mask_from_rows(rows, *mask.shape), mask)
+    assert coded == 5  # the disc, three half-planes, one pixel
+
+
+def test_malformed_mask_rows_are_refused():
+    from medzip.predictors.padding import mask_from_rows, mask_rows
+
+    yy, xx = np.mgrid[:40, :40]
+    disc = (yy - 20) ** 2 + (xx - 20) ** 2 > 15 ** 2
+    rows = mask_rows(disc)
+    assert rows[0] == 3  # the first row: two transitions, as gaps
+    forged = [rows[:-1], rows + b"\x00", b"\x02" + rows[1:],  # truncated, trailing, odd count
+              bytes([3, 2 * 41]) + rows[2:],  # a transition beyond the row
+              bytes([5, 4, 0]) + rows[3:],  # not strictly increasing
+              b"\xff\xff\xff\xff\x01" + rows, b""]  # a varint too long; nothing
+    for data in forged:
+        with pytest.raises(ValueError):
+            mask_from_rows(data, 40, 40)
+    with pytest.raises(ValueError):  # the same bytes for a plane with more rows
+        mask_from_rows(rows, 41, 40)
+
+
+def test_mask_by_rows_is_chosen_where_smaller_and_round_trips(zero_padded_ct):
+    """The 0 HU disc of the zero-padded CT: version 8 (flags as version 7), its parameter block
+    smaller than the bit-packed one, decoded in parts; the masked EPI corner too (flags as
+    version 2). Where the packed mask is smaller (scattered pixels) the stream stays as before."""
+    from medzip.predictors.blend import MASK_ROWS_VERSION
+
+    vol4 = mapped_volume(zero_padded_ct).astype(np.int32)
+    pred = BlendPredictor.fit(vol4)
+    packed = pred.variant(mask_by_rows=False)
+    assert pred.version == MASK_ROWS_VERSION and packed.version == 7
+    assert len(pred.params()) < len(packed.params())
+    back = BlendPredictor.from_params(pred.params(), pred.lstm)
+    assert back.version == MASK_ROWS_VERSION and back.params() == pred.params()
+    np.testing.assert_array_equal(back.known_plane, pred.known_plane)
+    vmax = int(vol4.max())
+    assert _bits(pred, vol4[0], vmax) < _bits(packed, vol4[0], vmax)  # the same voxels coded
+    rng = np.random.default_rng(3)
+    scattered = rng.random(vol4.shape[2:]) < 0.3
+    noisy = pred.variant(known=scattered, pad_value=0, floor=0)
+    assert not noisy.mask_by_rows and noisy.version != MASK_ROWS_VERSION
+
+
+def test_forged_mask_rows_blocks_are_refused(zero_padded_ct, monkeypatch):
+    """Version 8 without a mask; row bytes read as packed bits (version 7) and packed bits
+    read as rows of a plane they do not fit; row bytes damaged inside a valid zstd frame."""
+    import medzip.predictors.blend as blend
+
+    vol4 = mapped_volume(zero_padded_ct).astype(np.int32)
+    pred = BlendPredictor.fit(vol4)
+    rows = pred.params()
+    assert rows[0] == 8 and rows[4] & 2
+    for version, flags in ((8, rows[4] & ~2 & ~128), (7, rows[4])):
+        with pytest.raises(ValueError):
+            BlendPredictor.from_params(bytes([version]) + rows[1:4] + bytes([flags]) + rows[5:])
+    real = blend.mask_rows
+    for damage in (lambda b: b[:-1], lambda b: b + b"\x00", lambda b: b"\x02" + b[1:]):
+        monkeypatch.setattr(blend, "mask_rows", lambda m, _d=damage: _d(real(m)))
+        with pytest.raises(ValueError):
+            BlendPredictor.from_params(pred.params(), pred.lstm)

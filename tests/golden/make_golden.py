@@ -25,6 +25,9 @@
     python tests/golden/make_golden.py --set blend7   # the inputs the stop-16 encoder codes
                                                       # differently, a slice and a CT crop
                                                       # padded with 0 HU (v7), once
+    python tests/golden/make_golden.py --set blend8   # the inputs the stop-17 encoder codes
+                                                      # with the mask by rows (v8) and a
+                                                      # padded full-resolution CT slice, once
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -235,6 +238,22 @@ BLEND7_CASES = {
         lambda: _crop("derived_mr_colin27_ch2_mricron", slice(90, 91)),
         {}),
 }
+# Every input whose stream the stop-17 encoder changes - version 8, the padding mask by rows
+# where that is smaller than the packed bits (discs of a field of view, the masked EPI corner) -
+# plus one CT slice padded outside its field of view at full resolution (a PACS instance). Their
+# encoder ALARM lives here; the other blend6 / blend7 files keep theirs.
+BLEND8_CASES = {
+    "mr_epi_masked_10x64x64_i2": BLEND2_CASES["mr_epi_masked_10x64x64_i2"],
+    "ct_head_fov_pad2000_32x64x64_i2": BLEND7_CASES["ct_head_fov_pad2000_32x64x64_i2"],
+    "ct_head_fov_pad0_32x64x64_i2": BLEND7_CASES["ct_head_fov_pad0_32x64x64_i2"],
+    "mr_colin_1x217x181_u1": BLEND7_CASES["mr_colin_1x217x181_u1"],
+    "ct_head_fov_pad3024_1x256x256_i2": (
+        "ct_head_invesalius_cranium [45:46] (genuine CT, invesalius, GPL-2), one slice at full "
+        "resolution with the pixels outside the inscribed circle set to -3024 HU: the disc "
+        "mask by rows (version 8) and the field of view's floor",
+        lambda: _fov_padded("ct_head_invesalius_cranium", -3024, slice(45, 46)),
+        {}),
+}
 # Format 2.0 (compressed header) and 1.2's fallback codecs, made once by the writer that
 # introduced them; their decode test is tests/test_golden_format2.py.
 FORMAT2_CASES = {
@@ -273,7 +292,8 @@ SETS = {"ls3d": (HERE, CASES, {"model": "ls3d"}),
         "blend4deep": (HERE / "blend4deep", BLEND4_DEEP_CASES, {"level": 5, "fallback": False}),
         "blend5": (HERE / "blend5", BLEND5_CASES, {"level": 5, "fallback": False}),
         "blend6": (HERE / "blend6", BLEND6_CASES, {"level": 5, "fallback": False}),
-        "blend7": (HERE / "blend7", BLEND7_CASES, {"level": 5, "fallback": False})}
+        "blend7": (HERE / "blend7", BLEND7_CASES, {"level": 5, "fallback": False}),
+        "blend8": (HERE / "blend8", BLEND8_CASES, {"level": 5, "fallback": False})}
 # Sets whose files are tagged with the model version that wrote them.
 MODEL_SETS = {"lstm": "medzip-lstm", "paper": "medzip-paper"}
 

@@ -10,6 +10,7 @@ contexts. Measured on the development set: masked fslpy EPI -3.4 %, CT NEMA -1.6
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 import zstandard
 
@@ -29,6 +30,152 @@ def packed_mask(mask: np.ndarray) -> bytes:
     return zstandard.ZstdCompressor(level=19).compress(np.packbits(mask.ravel()).tobytes())
 
 
+def coded_mask_size(mask: np.ndarray) -> int:
+    """Bytes the mask costs in a stream: zstd of the cheaper of its two codings (bit-packed,
+    or by rows since blend version 8)."""
+    size = len(packed_mask(mask))
+    rows = mask_rows(mask)
+    if rows is not None:
+        size = min(size, len(zstandard.ZstdCompressor(level=19).compress(rows)))
+    return size
+
+
+# -- row coding (blend version 8) -------------------------------------------------------------
+# A field-of-view mask is a disc or a few blobs: each row holds a handful of runs whose ends
+# move by a pixel or two from the row above. Bit-packed and zstd-compressed, a 512 x 512 disc
+# still costs ~1 KB (zstd finds few repeats in rows that all differ); written as the positions
+# where each row changes value, relative to the row above's, it costs ~0.2 KB - 0.9 % of a
+# single CT slice's stream (docs/MODELS.md "Padding mask by rows"). Scattered masks (noise
+# zeros) stay bit-packed: the encoder keeps the smaller.
+#
+# Per row, a row's *transitions* are the x where the value changes from x - 1 to x (the row
+# reads 0 left of x = 0 and right of x = nx): an even count, strictly increasing in [0, nx].
+# One unsigned LEB128 varint `h` per row: 0 = as many transitions as the row above (0 above the
+# first row), each the row above's plus a zigzag varint delta; h = k + 1 = k transitions, each
+# a zigzag varint gap from the previous one (the first from 0).
+MAX_VARINT_BYTES = 4  # values below 2**28: positions of a plane up to 2**26 pixels, zigzagged
+
+
+def mask_rows(mask: np.ndarray) -> bytes | None:
+    """The row coding of a (ny, nx) bool mask (uncompressed varints), or None where it would
+    be longer than the packed bits (scattered masks; decoders refuse such streams)."""
+    m = np.ascontiguousarray(mask, np.uint8)
+    out = np.empty((m.size + 7) // 8, np.uint8)
+    n = _rows_encode(m, out)
+    return out[:n].tobytes() if n >= 0 else None
+
+
+def mask_from_rows(data: bytes, ny: int, nx: int) -> np.ndarray:
+    """The (ny, nx) bool mask of ``mask_rows``' bytes; ValueError if they are malformed or do
+    not end exactly with the last row."""
+    mask = np.zeros((ny, nx), np.uint8)
+    if _rows_decode(np.frombuffer(data, np.uint8), mask) != 0:
+        raise ValueError("bad row-coded mask")
+    return mask.view(bool)
+
+
+@numba.njit(cache=True, inline="always")
+def _put(out, pos, v):
+    while v >= 128:
+        out[pos] = (v & 127) | 128
+        v >>= 7
+        pos += 1
+    out[pos] = v
+    return pos + 1
+
+
+@numba.njit(cache=True, inline="always")
+def _zigzag(v):
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+@numba.njit(cache=True)
+def _rows_encode(m, out):
+    """Row coding of m into out; its length, or -1 as soon as it would not fit."""
+    ny, nx = m.shape
+    prev = np.empty(nx + 1, np.int64)
+    cur = np.empty(nx + 1, np.int64)
+    n_prev = 0
+    pos = 0
+    for r in range(ny):
+        k = 0
+        last = 0
+        for x in range(nx + 1):
+            v = m[r, x] if x < nx else 0
+            if v != last:
+                cur[k] = x
+                k += 1
+                last = v
+        if pos + MAX_VARINT_BYTES * (k + 1) > out.size:
+            # (a conservative bound: the exact length may still have fitted; then the packed
+            # mask, which is at most as long, is used)
+            return -1
+        if k == n_prev:
+            pos = _put(out, pos, 0)
+            for j in range(k):
+                pos = _put(out, pos, _zigzag(cur[j] - prev[j]))
+        else:
+            pos = _put(out, pos, k + 1)
+            t = 0
+            for j in range(k):
+                pos = _put(out, pos, _zigzag(cur[j] - t))
+                t = cur[j]
+        for j in range(k):
+            prev[j] = cur[j]
+        n_prev = k
+    return pos
+
+
+@numba.njit(cache=True, inline="always")
+def _get(data, pos):
+    """(value, next position); value -1 when the varint is truncated or too long."""
+    v = np.int64(0)
+    for i in range(MAX_VARINT_BYTES):
+        if pos >= data.size:
+            return np.int64(-1), pos
+        b = np.int64(data[pos])
+        pos += 1
+        v |= (b & 127) << (7 * i)
+        if b < 128:
+            return v, pos
+    return np.int64(-1), pos
+
+
+@numba.njit(cache=True)
+def _rows_decode(data, m):
+    """Fill m (zeros, (ny, nx) uint8) from row-coded bytes: 0, or -1 when malformed."""
+    ny, nx = m.shape
+    prev = np.empty(nx + 1, np.int64)
+    cur = np.empty(nx + 1, np.int64)
+    n_prev = 0
+    pos = 0
+    for r in range(ny):
+        h, pos = _get(data, pos)
+        if h < 0 or h > nx + 2:
+            return -1
+        k = n_prev if h == 0 else h - 1
+        if k % 2:
+            return -1
+        t = np.int64(-1)
+        for j in range(k):
+            z, pos = _get(data, pos)
+            if z < 0:
+                return -1
+            d = z >> 1 if z % 2 == 0 else -((z + 1) >> 1)
+            x = prev[j] + d if h == 0 else max(t, 0) + d
+            if x <= t or x > nx:  # strictly increasing, within [0, nx]
+                return -1
+            cur[j] = x
+            t = x
+        for j in range(0, k, 2):
+            for x in range(cur[j], cur[j + 1]):
+                m[r, x] = 1
+        for j in range(k):
+            prev[j] = cur[j]
+        n_prev = k
+    return 0 if pos == data.size else -1
+
+
 def _equal_in_every_slice(vol4: np.ndarray, reference) -> np.ndarray | None:
     """The (y, x) pixels equal to ``reference`` (a value or a plane) in every slice of every
     volume; None as soon as fewer than MIN_PIXELS are left."""
@@ -42,9 +189,9 @@ def _equal_in_every_slice(vol4: np.ndarray, reference) -> np.ndarray | None:
 
 
 def _pays(mask: np.ndarray, vol4: np.ndarray) -> bool:
-    """Whether the packed mask costs below PAYS_BITS_PER_VOXEL per voxel it covers."""
+    """Whether the coded mask costs below PAYS_BITS_PER_VOXEL per voxel it covers."""
     covered = int(mask.sum()) * vol4.shape[0] * vol4.shape[1]
-    return mask.sum() >= MIN_PIXELS and 8 * len(packed_mask(mask)) < PAYS_BITS_PER_VOXEL * covered
+    return mask.sum() >= MIN_PIXELS and 8 * coded_mask_size(mask) < PAYS_BITS_PER_VOXEL * covered
 
 
 def fit_known_plane(vol4: np.ndarray) -> np.ndarray | None:
