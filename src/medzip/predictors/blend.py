@@ -54,8 +54,8 @@ from .base import PredictorBase, ResidualChunk
 from .contexts import activity_bucket, residual_activity
 from .lstm import N_FEATURES, LSTMPredictor, _step_outputs, voxel_features
 from .models import ModelFile
-from .padding import (fit_fov_floor, fit_known_plane, fit_padding_value, mask_from_rows,
-                      mask_rows)
+from .padding import (coded_mask_sizes, fit_fov_floor, fit_known_plane, fit_padding_value,
+                      mask_from_rows, mask_rows)
 from .sums import split_map, split_sums
 from .temporal import N_T2, N_T3, fit_temporal, ref_offsets
 
@@ -85,6 +85,9 @@ FLAG_TEMPORAL, FLAG_MASK, FLAG_WIDE, FLAG_LONG, FLAG_SLICE, FLAG_DEEP = 1, 2, 4,
 FLAG_FLOOR = 64
 FLAG_PAD_VALUE = 128
 MAX_MASK_PIXELS = 1 << 26  # a plane of up to 8192 x 8192
+# the mask's two codings (version 8) compared alone when their zstd sizes differ by more than
+# this many bytes, else by the whole parameter block they share a zstd frame with
+MASK_CODING_MARGIN = 32
 N_BANDS = 4
 N_ACT = 3
 N_DIR = 3
@@ -292,8 +295,13 @@ class BlendPredictor(PredictorBase):
     def mask_by_rows(self) -> bool:
         """Whether the stream carries the mask by rows (version 8) rather than bit-packed."""
         if self._mask_by_rows is None:
-            self._mask_by_rows = mask_rows(self.known_plane) is not None \
-                and len(self._params(True)) < len(self._params(False))
+            packed, rows = coded_mask_sizes(self.known_plane)
+            if rows is None or rows > packed + MASK_CODING_MARGIN:
+                self._mask_by_rows = False
+            elif rows + MASK_CODING_MARGIN < packed:
+                self._mask_by_rows = True
+            else:  # close: the mask shares its zstd frame with the coefficients
+                self._mask_by_rows = len(self._params(True)) < len(self._params(False))
         return bool(self._mask_by_rows)
 
     @property
