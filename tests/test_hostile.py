@@ -340,7 +340,7 @@ def _packed_masks(monkeypatch) -> None:
     """Encoders write padding masks bit-packed (as before version 8)."""
     import medzip.predictors.blend as blend
 
-    monkeypatch.setattr(blend, "mask_rows", lambda mask: None)
+    monkeypatch.setattr(blend, "coded_mask_sizes", lambda mask: (len(mask), None))
 
 
 def test_fuzzed_blend_sections_raise_only_medzip_errors(monkeypatch):
