@@ -85,3 +85,28 @@ def test_a_child_forked_inside_the_guard_starts_with_a_fresh_one():
     assert queue.get(timeout=5) == int((a[:, 0] * a[:, 0]).sum())
     with GUARD.blas():  # the parent's guard is open again
         pass
+
+
+def _mask_size_in_child(queue):
+    from medzip.predictors.padding import zstd_size
+
+    queue.put(zstd_size(b"\x00" * 1000))
+
+
+def test_mask_size_memo_works_in_a_child_forked_while_its_lock_is_held():
+    """padding.zstd_size's memo lock, held by another thread at the fork, is new in the child
+    (else the child would wait on it forever)."""
+    from medzip.predictors import padding
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    with padding._ZSTD_SIZES_LOCK:
+        child = ctx.Process(target=_mask_size_in_child, args=(queue,))
+        child.start()
+    try:
+        assert queue.get(timeout=60) > 0
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
