@@ -247,7 +247,7 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
         else:
             values.fill(src, geom.extract(dst))
 
-    known = _known_voxels(predictor, geom) if use_mask else None
+    known = known_voxels(predictor, geom) if use_mask else None
     # a predictor's ``floor`` (medzip-blend version 5): the lowest value inside the padding
     # mask's field of view. The masked voxels (0, the volume's floor) take that value while the
     # chunk is coded, so the predictors see air, not a step down to the padding, at the field
@@ -309,7 +309,7 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
     return geom.extract(vol)  # a view: callers copy what they keep
 
 
-def _known_voxels(predictor, geom: PaddedGeometry) -> np.ndarray | None:
+def known_voxels(predictor, geom: PaddedGeometry) -> np.ndarray | None:
     """The padding mask spread over the padded chunk (flat bool), or None."""
     plane = getattr(predictor, "known_plane", None)
     if plane is None:

@@ -13,8 +13,8 @@ import numpy as np
 from ..formats.base import adapter_for_path
 from ..predictors.ls3d import OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
 from ..predictors.lstm import N_FEATURES, volume_features
-from ..scheduling import PaddedGeometry, wavefront
-from ..volume_codec import chunk_bounds, map_values
+from ..scheduling import wavefront
+from ..volume_codec import chunk_bounds, chunk_geometry, known_voxels, map_values
 
 
 @dataclass
@@ -56,7 +56,8 @@ def _rows(name: str, arr: np.ndarray, max_rows: int, rng: np.random.Generator, m
     for t in t_all:
         for z0, nz in chunk_bounds(vol4.shape[1], None):
             part = vol4[t, z0:z0 + nz]
-            geom = PaddedGeometry(*part.shape)
+            # the coder's padding: the blend's long / in-slice sets read four pixels out
+            geom = chunk_geometry(fitted, part.shape)
             padded = np.zeros(geom.shape, np.int64).ravel()
             geom.embed(part, padded)
             f, e, u = chunk_features(fitted, vol4, t, z0, geom, padded, vmax)
@@ -92,6 +93,12 @@ def _blend_features(pred, vol4, t, z0, geom, padded, vmax):
     if pred.temporal and t > 0:
         previous = np.zeros_like(padded)
         geom.embed(vol4[t - 1, z0:z0 + geom.nz], previous)
+    if pred.floor or pred.pad_value:  # masked voxels read as the floor, as code_chunk has them
+        known = known_voxels(pred, geom)
+        padded = padded.copy()  # (the caller's buffer keeps the volume's values)
+        padded[known] = pred.floor
+        if previous is not None:
+            previous[known] = pred.floor
     chunk = pred.start_chunk(geom, vmax, ref=previous)  # no network: the classical blend
     f_all = np.zeros((padded.size, N_FEATURES), np.int8)
     u_all = np.zeros(padded.size, np.int64)
