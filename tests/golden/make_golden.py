@@ -28,6 +28,8 @@
     python tests/golden/make_golden.py --set blend8   # the inputs the stop-17 encoder codes
                                                       # with the mask by rows (v8) and a
                                                       # padded full-resolution CT slice, once
+    python tests/golden/make_golden.py --set blend9   # every blend6-blend8 input with the
+                                                      # retrained medzip-blend-lstm, once
 
 Sources are small crops of real volumes from the project's shared data set
 (``<repo>/../shared/data/volumes``, see its README for provenance), all from permissively
@@ -254,6 +256,12 @@ BLEND8_CASES = {
         lambda: _fov_padded("ct_head_invesalius_cranium", -3024, slice(45, 46)),
         {}),
 }
+# Every input of blend6-blend8 as the stop-17 encoder codes it with the retrained network
+# (medzip-blend-lstm 9891ceb6b9ac: 24 units, trained with single slices and thinned volumes
+# too): the network runs on every stream, so every encoder ALARM moves here and blend6-blend8
+# become decode tests (their files name the earlier network, shipped as
+# medzip-blend-lstm@d717b647d9c3.npz).
+BLEND9_CASES = {**BLEND6_CASES, **BLEND7_CASES, **BLEND8_CASES}
 # Format 2.0 (compressed header) and 1.2's fallback codecs, made once by the writer that
 # introduced them; their decode test is tests/test_golden_format2.py.
 FORMAT2_CASES = {
@@ -293,7 +301,8 @@ SETS = {"ls3d": (HERE, CASES, {"model": "ls3d"}),
         "blend5": (HERE / "blend5", BLEND5_CASES, {"level": 5, "fallback": False}),
         "blend6": (HERE / "blend6", BLEND6_CASES, {"level": 5, "fallback": False}),
         "blend7": (HERE / "blend7", BLEND7_CASES, {"level": 5, "fallback": False}),
-        "blend8": (HERE / "blend8", BLEND8_CASES, {"level": 5, "fallback": False})}
+        "blend8": (HERE / "blend8", BLEND8_CASES, {"level": 5, "fallback": False}),
+        "blend9": (HERE / "blend9", BLEND9_CASES, {"level": 5, "fallback": False})}
 # Sets whose files are tagged with the model version that wrote them.
 MODEL_SETS = {"lstm": "medzip-lstm", "paper": "medzip-paper"}
 
@@ -328,7 +337,7 @@ def main() -> int:
     args = ap.parse_args()
     out_dir, cases, base_kwargs = SETS[args.set]
     out_dir.mkdir(exist_ok=True)
-    if args.set in ("lstm", "blend", "blend2", "blend6"):  # one at the searched level too
+    if args.set in ("lstm", "blend", "blend2", "blend6", "blend9"):  # one at the searched level too
         name = "mr_dwi_b0_4x40x40_be_u2"
         cases = {**cases, name + "_level9": (cases[name][0], cases[name][1], {"level": 9})}
     manifest_path = out_dir / "manifest.json"
