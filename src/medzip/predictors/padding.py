@@ -117,14 +117,18 @@ def _zigzag(v):
     return 2 * v if v >= 0 else -2 * v - 1
 
 
+@numba.njit(cache=True, inline="always")
+def _transition_rows(nx):
+    """Transition positions of the row above and of this row (swapped after each row)."""
+    return np.empty(nx + 1, np.int64), np.empty(nx + 1, np.int64)
+
+
 @numba.njit(cache=True)
 def _rows_encode(m, out):
     """Row coding of m into out; its length, or -1 as soon as it would not fit."""
     ny, nx = m.shape
-    prev = np.empty(nx + 1, np.int64)
-    cur = np.empty(nx + 1, np.int64)
-    n_prev = 0
-    pos = 0
+    prev, cur = _transition_rows(nx)
+    n_prev = pos = 0
     for r in range(ny):
         k = 0
         last = 0
@@ -148,9 +152,7 @@ def _rows_encode(m, out):
             for j in range(k):
                 pos = _put(out, pos, _zigzag(cur[j] - t))
                 t = cur[j]
-        for j in range(k):
-            prev[j] = cur[j]
-        n_prev = k
+        prev, cur, n_prev = cur, prev, k
     return pos
 
 
@@ -173,10 +175,8 @@ def _get(data, pos):
 def _rows_decode(data, m):
     """Fill m (zeros, (ny, nx) uint8) from row-coded bytes: 0, or -1 when malformed."""
     ny, nx = m.shape
-    prev = np.empty(nx + 1, np.int64)
-    cur = np.empty(nx + 1, np.int64)
-    n_prev = 0
-    pos = 0
+    prev, cur = _transition_rows(nx)
+    n_prev = pos = 0
     for r in range(ny):
         h, pos = _get(data, pos)
         if h < 0 or h > nx + 2:
@@ -198,9 +198,7 @@ def _rows_decode(data, m):
         for j in range(0, k, 2):
             for x in range(cur[j], cur[j + 1]):
                 m[r, x] = 1
-        for j in range(k):
-            prev[j] = cur[j]
-        n_prev = k
+        prev, cur, n_prev = cur, prev, k
     return 0 if pos == data.size else -1
 
 
