@@ -22,7 +22,7 @@
   mask the stop-17 encoder writes by rows (v8: the discs, the masked EPI corner, the colin
   slice's background) and a full-resolution CT slice padded with -3024 HU; ``blend9``: every
   input of ``blend6``-``blend8`` coded with the retrained network (medzip-blend-lstm
-  9891ceb6b9ac, stop 17), which runs on every stream: since then the encoder ALARM of all of
+  cb773e6f0523, stop 17), which runs on every stream: since then the encoder ALARM of all of
   them lives in ``blend9`` and ``blend6``-``blend8`` are decode tests of the earlier network
   (shipped as ``medzip-blend-lstm@d717b647d9c3.npz``). A file's ALARM lives in the newest set
   (of those with one) that holds its name.

@@ -257,7 +257,7 @@ BLEND8_CASES = {
         {}),
 }
 # Every input of blend6-blend8 as the stop-17 encoder codes it with the retrained network
-# (medzip-blend-lstm 9891ceb6b9ac: 24 units, trained with single slices and thinned volumes
+# (medzip-blend-lstm cb773e6f0523: 24 units, trained with single slices and thinned volumes
 # too): the network runs on every stream, so every encoder ALARM moves here and blend6-blend8
 # become decode tests (their files name the earlier network, shipped as
 # medzip-blend-lstm@d717b647d9c3.npz).
