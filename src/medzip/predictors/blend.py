@@ -130,6 +130,7 @@ DEEP_EXPERTS = 0b0000010 | TEMPORAL_EXPERTS
 # over the whole volume) the gain cannot pay for them and the class uses the global set.
 MIN_CLASS_VOXELS = 16384
 MAX_FIT_SAMPLES = 1 << 21
+SAMPLE_PLANES = 48  # slices (evenly spaced) the class fits and the sets' error tests sample
 # Wide class sets (version 3, FLAG_WIDE): the neighbours within two rows / columns in the slice
 # and in the previous slice, and 3 x 3 in the slice before, that the wavefront has decoded: with
 # lag 4 and slope 2 a voxel (dz, dy, dx) away is decoded earlier iff dx + 2 dy + 4 dz < 0.
@@ -529,14 +530,10 @@ def _in_slice_pays(vol4: np.ndarray, coef2, scoef, slice_poor: bool, threads: in
     little (the in-slice experts are most of the prediction there: single slices passed on
     28-54 % of it), a sixteenth elsewhere (3-D volumes: ~5 %). Exact integer sums and an
     integer comparison: the same choice on every machine."""
-    t_, z_, y_, x_ = vol4.shape
-    planes = [(t, z) for t in range(t_) for z in range(z_)]
-    if not planes or y_ * x_ == 0:
+    grid = _sample_grid(vol4, 0, IN_SLICE_SAMPLES, LONG_PAD, 0)
+    if grid is None:
         return False
-    take = planes[:: max(1, len(planes) // 48)]
-    step = max(1, int(np.ceil(np.sqrt(len(take) * y_ * x_ / IN_SLICE_SAMPLES))))
-    geom = PaddedGeometry(1, y_, x_, pad=LONG_PAD, zpad=0)
-    flat = _sample_flat(y_, x_, step, geom)
+    take, _, geom, flat = grid
     off2 = flat_offsets(OFFS_2D, geom)
     offs = flat_offsets(OFFS_LONG_SLICE, geom)
     coef2, scoef = np.asarray(coef2, np.int64), np.asarray(scoef, np.int64)
@@ -570,9 +567,24 @@ def _set_errors(vol, flat, off_a, coef_a, off_b, coef_b):
 def _sample_planes(vol4: np.ndarray):
     t_, z_, y_, x_ = vol4.shape
     planes = [(t, z) for t in range(t_) for z in range(1, z_)]
-    take = planes[:: max(1, len(planes) // 48)]
+    take = planes[:: max(1, len(planes) // SAMPLE_PLANES)]
     step = max(1, int(np.sqrt(len(take) * y_ * x_ / MAX_FIT_SAMPLES))) if take else 1
     return take, step
+
+
+def _sample_grid(vol4: np.ndarray, z_first: int, max_samples: int, pad: int, zpad: int):
+    """``(take, step, geom, flat)``: up to SAMPLE_PLANES evenly spaced ``(t, z)`` slices from
+    ``z_first`` on, and the flat indices, in one slice padded by ``geom`` (``pad``, ``zpad``), of
+    every ``step``-th row and column, ``step`` the smallest keeping all of them at most
+    ``max_samples`` voxels. None without such slices."""
+    t_, z_, y_, x_ = vol4.shape
+    planes = [(t, z) for t in range(t_) for z in range(z_first, z_)]
+    if not planes or y_ * x_ == 0:
+        return None
+    take = planes[:: max(1, len(planes) // SAMPLE_PLANES)]
+    step = max(1, int(np.ceil(np.sqrt(len(take) * y_ * x_ / max_samples))))
+    geom = PaddedGeometry(1, y_, x_, pad=pad, zpad=zpad)
+    return take, step, geom, _sample_flat(y_, x_, step, geom)
 
 
 def _padded_slices(vol4, t, z, depth, pad=PAD):
@@ -664,19 +676,15 @@ def _fit_neighbourhood_classes(vol4, edges, athr, offs_base, base_coef, offs, pa
     at least two) and whether they pay over the sets ``base_coef`` (taps ``offs_base``):
     absolute error below WIDE_PAYS of theirs on the same sample, and the bits that buys above
     the extra coefficients' cost. None without such voxels."""
-    t_, z_, y_, x_ = vol4.shape
     zr = max(2, slices_back(offs))  # slices above: 2, or DEEP_Z for the deep sets
-    planes = [(t, z) for t in range(t_) for z in range(zr, z_)]
-    if not planes or y_ * x_ == 0:
+    grid = _sample_grid(vol4, zr, max_samples, pad, zr)
+    if grid is None:
         return None
+    take, step, geom, flat = grid
     n_set = len(offs) + 1
-    take = planes[:: max(1, len(planes) // 48)]
-    step = max(1, int(np.ceil(np.sqrt(len(take) * y_ * x_ / max_samples))))  # at most that
-    geom = PaddedGeometry(1, y_, x_, pad=pad, zpad=zr)
     offw = flat_offsets(offs, geom)
     k = len(offs)
     shift = max(0, int(vol4.max()).bit_length() - 16)
-    flat = _sample_flat(y_, x_, step, geom)
     ata, atb = split_sums(lambda part: _class_sums(vol4, part, zr + 1, flat, geom, offw, edges,
                                                    athr, shift, pad), take, threads)
     ata = _symmetric(ata)
