@@ -703,13 +703,26 @@ def _chunk_places(chunks, t_: int, z_: int) -> list[tuple[int, int, int]]:
     return places
 
 
+def _check_model_entry(model) -> None:
+    """The model entry's fields have the types the encoder writes (names and digests strings,
+    a version an int, the network an object of those), so that looking them up can raise
+    nothing but MedzipError (a list where a name belongs is unhashable)."""
+    def named(entry) -> bool:
+        return isinstance(entry, dict) and isinstance(entry.get("name"), str) \
+            and isinstance(entry.get("sha256", ""), str)
+
+    version = model.get("version", 0) if isinstance(model, dict) else None
+    if not named(model) or isinstance(version, bool) or not isinstance(version, int) \
+            or ("lstm" in model and not (named(model["lstm"]) and "sha256" in model["lstm"])):
+        raise _malformed("model entry")
+
+
 def _decode_predictive(container, vh, shape4, dtype, workers, progress, user_model, zsel):
     t_, z_, y_, x_ = shape4
     vmax = _field_int(vh.get("vmax"), "value range", 1, (1 << MAX_RANGE_BITS) - 1)
     vmin = _field_int(vh.get("min"), "minimum value", -(1 << 31), (1 << 32) - 1)
     model, params_ref = vh.get("model"), vh.get("predictor_params")
-    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
-        raise _malformed("model entry")
+    _check_model_entry(model)
     places = _chunk_places(vh.get("chunks"), t_, z_)
     table, top = None, vmax
     if "value_table" in vh:

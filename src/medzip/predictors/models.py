@@ -86,7 +86,8 @@ def find_model(entry: dict, user_model: str | None = None) -> ModelFile:
     candidates = []
     if user_model:
         candidates.append(load_model(user_model))
-    elif entry.get("name") in BUILTIN_MODELS and isinstance(want, str):
+    elif isinstance(entry.get("name"), str) and entry["name"] in BUILTIN_MODELS \
+            and isinstance(want, str):
         found = _builtin_by_sha(entry["name"], want)
         if found is not None:
             return found
