@@ -6,6 +6,7 @@ Small arrays at level 1 keep every test fast; forged archives get a valid header
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
@@ -14,12 +15,13 @@ import stat
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import Stream, _pydicom_test_file
+from conftest import Stream, _pydicom_test_file, demo_volume
 from medzip import cli, files
 from medzip.errors import MedzipError
 
@@ -311,6 +313,71 @@ def test_rm_removes_header_and_data_file_and_restore_writes_both(capsys, tmp_pat
     assert not header.exists() and not (tmp_path / "scan.raw").exists()
     assert run(capsys, "decompress", "--rm", tmp_path / (header.name + ".mzp"))[0] == 0
     assert {n: sha(tmp_path / n) for n in digests} == digests
+
+
+def _not_zlib_gzip(raw: bytes) -> bytes:
+    """A gzip member of ``raw`` that no zlib level reproduces (memLevel 9, filtered strategy),
+    like ITK >= 5.4's zlib-ng or pigz output."""
+    comp = zlib.compressobj(6, zlib.DEFLATED, 31, 9, zlib.Z_FILTERED)
+    return comp.compress(raw) + comp.flush()
+
+
+def _real_nrrd(folder: Path, name: str, deflate) -> Path:
+    """A gzip NRRD of a crop of the bundled real MR sample, its data deflated by ``deflate``."""
+    vol = np.ascontiguousarray(demo_volume()[:4, 30:70, 30:70], dtype="<i2")
+    path = folder / name
+    path.write_bytes(b"NRRD0004\ntype: int16\ndimension: 3\nsizes: 40 40 4\nendian: little\n"
+                     b"encoding: gzip\n\n" + deflate(vol.tobytes()))
+    return path
+
+
+def _gzip_nrrd_other_deflater(folder: Path) -> Path:
+    return _real_nrrd(folder, "other.nrrd", _not_zlib_gzip)
+
+
+def _nii_gz_other_deflater(folder: Path) -> Path:
+    from nibabel.testing import data_path
+    path = folder / "other.nii.gz"
+    path.write_bytes(_not_zlib_gzip((Path(data_path) / "anatomical.nii").read_bytes()))
+    return path
+
+
+@pytest.mark.parametrize("make", [_gzip_nrrd_other_deflater, _nii_gz_other_deflater],
+                         ids=["nrrd", "nii.gz"])
+@pytest.mark.parametrize("recursive", [False, True], ids=["file", "-r"])
+def test_rm_keeps_an_input_that_would_not_restore_byte_identical(capsys, tmp_path, make, recursive):
+    """A gzip stream zlib did not write restores with the same header and voxels but other
+    compressed bytes: compress says so, and --rm keeps the input (the restore is not the file)."""
+    src = make(tmp_path)
+    digest = sha(src)
+    rc, _, err = run(capsys, "compress", "-1", "-T", "1", "--rm",
+                     *(["-r", tmp_path] if recursive else [src]))
+    assert rc == 0
+    assert "not written by zlib" in err and "file bytes will differ" in err
+    assert "input kept despite --rm" in err
+    assert src.exists() and sha(src) == digest
+    archive = tmp_path / (src.name + ".mzp")
+    restored = tmp_path / "back" / src.name
+    restored.parent.mkdir()
+    assert run(capsys, "decompress", archive, "-o", restored)[0] == 0
+    assert _inflated(restored) == _inflated(src)  # header and voxels
+    assert sha(restored) != digest
+
+
+def _inflated(path: Path) -> bytes:
+    """A gzip NRRD's header and inflated data, or a .nii.gz's .nii bytes."""
+    blob = path.read_bytes()
+    if path.name.endswith(".nii.gz"):
+        return gzip.decompress(blob)
+    header, data = blob.split(b"\n\n", 1)
+    return header + gzip.decompress(data)
+
+
+def test_zlib_written_gzip_input_is_removed_by_rm_without_a_note(capsys, tmp_path):
+    src = _real_nrrd(tmp_path, "plain.nrrd", lambda raw: gzip.compress(raw, mtime=0))
+    rc, _, err = run(capsys, "compress", "-1", "-T", "1", "--rm", src)
+    assert rc == 0 and "bits/voxel" in err and "not written by zlib" not in err
+    assert not src.exists()
 
 
 # ---- item 12: messages that say what happened and what to do ----------------------------------

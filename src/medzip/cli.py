@@ -96,22 +96,9 @@ def _size_line(src, n_in: int, info: dict, dst, seconds: float) -> str:
             f"{coded}) -> {dst}  [{seconds:.1f} s]")
 
 
-_NOTE_HINTS = {
-    "compressed": "add --transcode to code the lossless ones as voxels (they then restore "
-                  "uncompressed)",
-    "colour": "medzip codes greyscale voxels only",
-}
-
-
 def _say_notes(args, name, notes: list) -> None:
-    """One line per reason files were stored whole instead of coded, with what to do."""
-    for note in notes:
-        hint = _NOTE_HINTS.get(note["kind"])
-        if note["kind"] == "compressed" and args.transcode:
-            hint = None
-        n = note["count"]
-        _say(args, f"medzip: {name}: {n} file{'s' if n > 1 else ''} stored whole, not coded "
-                   f"({note['reason']})" + (f"; {hint}" if hint else ""))
+    for line in files.note_lines(name, notes, transcode=args.transcode):
+        _say(args, line)
 
 
 def _written_line(label, written: list, seconds: float) -> str:

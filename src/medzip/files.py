@@ -445,12 +445,39 @@ class _InputChanged(Exception):
 class CompressReport:
     """What :func:`compress_file_report` did: the archive, its header summary
     (:func:`medzip.api.inspect`), the input's size, and ``notes``: files stored whole rather
-    than coded as voxels, ``{"count", "reason", "kind"}`` (see the DICOM adapter)."""
+    than coded as voxels, ``{"count", "reason", "kind"}`` (see the DICOM adapter), or a file
+    that restores with the same header and voxels but other compressed bytes (kind
+    ``recompressed``; ``kept``: ``remove_source`` left the input in place)."""
 
     output: Path
     input_bytes: int
     info: dict
     notes: list = field(default_factory=list)
+
+
+_NOTE_HINTS = {
+    "compressed": "add --transcode to code the lossless ones as voxels (they then restore "
+                  "uncompressed)",
+    "colour": "medzip codes greyscale voxels only",
+}
+
+
+def note_lines(name, notes: list, *, transcode: bool = False) -> list[str]:
+    """Status lines (the CLI's wording) for a :class:`CompressReport`'s notes: one per reason
+    files were stored whole instead of coded, with what to do, and one for an input that will
+    not come back byte for byte."""
+    lines = []
+    for note in notes:
+        if note["kind"] == "recompressed":
+            lines.append(f"medzip: {name}: {note['reason']}, so it restores with the same header "
+                         "and voxels but re-compressed: the file bytes will differ"
+                         + ("; input kept despite --rm" if note.get("kept") else ""))
+            continue
+        hint = None if note["kind"] == "compressed" and transcode else _NOTE_HINTS.get(note["kind"])
+        n = note["count"]
+        lines.append(f"medzip: {name}: {n} file{'s' if n > 1 else ''} stored whole, not coded "
+                     f"({note['reason']})" + (f"; {hint}" if hint else ""))
+    return lines
 
 
 def compress_file(src, dst=None, *, level: int | None = None, model: str | None = None,
@@ -475,7 +502,10 @@ def compress_file_report(src, dst=None, *, level: int | None = None, model: str 
                          workers: int = 0, force: bool = False, progress: bool = False,
                          verify: bool = False, remove_source: bool = False,
                          transcode: bool = False, output_dir=None) -> CompressReport:
-    """:func:`compress_file`, returning a :class:`CompressReport` (for status lines)."""
+    """:func:`compress_file`, returning a :class:`CompressReport` (for status lines).
+
+    ``remove_source`` keeps an input the archive cannot give back byte for byte (a gzip
+    stream zlib did not write: a ``recompressed`` note, marked ``kept``)."""
     src = Path(src)
     if dst is None:
         dst = (Path(output_dir) if output_dir is not None else src.parent) / archive_name(src)
@@ -511,11 +541,15 @@ def compress_file_report(src, dst=None, *, level: int | None = None, model: str 
             _write_atomic(data, dst, force, check, attrs)
     except _InputChanged as changed:
         raise changed.error from None
-    if remove_source:
+    notes = adapter.storage_notes(payload.meta) if hasattr(adapter, "storage_notes") else []
+    inexact = [n for n in notes if n["kind"] == "recompressed"]
+    if remove_source and inexact:  # the verified restore is not the same file: keep it
+        for note in inexact:
+            note["kept"] = True
+    elif remove_source:
         for path in sources:
             with _named(path):
                 path.unlink()
-    notes = adapter.storage_notes(payload.meta) if hasattr(adapter, "storage_notes") else []
     return CompressReport(dst, snapshot.size, api.inspect(data), notes)
 
 

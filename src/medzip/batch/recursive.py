@@ -60,6 +60,8 @@ def compress_recursive(args, progress: bool = False) -> int:
             dst, info = report.output, report.info
             _say(args, f"{src}: -> {dst} ({info['ratio']:.2f}x, {info['bits_per_voxel']:.3f} "
                        f"bits/voxel)  [{time.perf_counter() - t0:.1f} s]")
+            for line in files.note_lines(src, report.notes, transcode=args.transcode):
+                _say(args, line)
         except MedzipError as exc:
             _error(exc)
             rc = 1

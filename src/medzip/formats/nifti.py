@@ -182,6 +182,14 @@ class NiftiAdapter:
             name += ".nii.gz" if payload.meta.get("gzip") else ".nii"
         return Path(archive).with_name(name)
 
+    def storage_notes(self, meta: dict) -> list[dict]:
+        """A ``.nii.gz`` whose deflate stream no zlib level reproduces comes back with the same
+        ``.nii`` bytes, re-compressed (``kind`` ``recompressed``; files.CompressReport)."""
+        if not meta.get("gzip") or meta.get("gz_level"):
+            return []
+        return [{"count": 1, "kind": "recompressed",
+                 "reason": "its gzip stream was not written by zlib"}]
+
     def describe(self, meta: dict) -> list[str]:
         shape = "x".join(str(s) for s in meta.get("shape", []))
         order = {"<": "little-endian", ">": "big-endian", "|": "single-byte"}.get(

@@ -310,6 +310,15 @@ class HeaderedImageAdapter:
             name = plain_file_name(original, "output name") if original else name + self.suffixes[0]
         return Path(archive).with_name(name)
 
+    def storage_notes(self, meta: dict) -> list[dict]:
+        """Where the file will not come back byte for byte: a gzip / zlib stream no zlib level
+        reproduces is restored re-compressed (``kind`` ``recompressed``; files.CompressReport)."""
+        if "verbatim" in meta or meta.get("encoding") not in ("gzip", "zlib") \
+                or meta.get("exact", True):
+            return []
+        return [{"count": 1, "kind": "recompressed",
+                 "reason": f"its {meta['encoding']} stream was not written by zlib"}]
+
     def describe(self, meta: dict) -> list[str]:
         lines = [f"{self.label}: {meta.get('summary', '')}"]
         if meta.get("data_file"):

@@ -1,0 +1,154 @@
+"""A longer hostile-archive campaign than the suite runs: every stream kind medzip writes,
+mutated many more times, each kind in a memory-limited forked child (test_hostile's harness).
+
+The suite keeps its fuzz tests short (a few hundred to a few thousand mutations of a handful of
+streams); run this before a release or after a format change. The same real data the suite
+uses (the bundled DWI b0 sample and the golden crops), so it needs no ../shared.
+
+Per stream, three campaigns:
+* whole: bit flips anywhere, truncations, header bytes flipped and header fields replaced with
+  the CRC recomputed (test_hostile._mutations);
+* sections: a predictor parameter block or a coded chunk damaged and sealed with a valid CRC
+  (and, for the blend, its zstd-packed values forged and re-packed);
+* partial: the whole campaign's archives decoded by slice range (``slices=``).
+A finding is any exception other than a one-line MedzipError, a resident-memory growth over the
+suite's budget, a decode slower than 20 s, or a *full* decode that returns a different array
+without an error. A slice-range decode of a forged header may return other values (it cannot
+check the volume digest: docs/FORMAT.md §9) and is counted, not a finding.
+
+Usage: python tests/fuzz_campaign.py [--count N] [--paper] [--only NAME ...]
+(~1 minute per stream at the default 1,500 mutations; --paper adds the medzip-paper stream,
+whose float-free but slow network takes ~15 minutes for the same count.) Exit status 1 on a
+finding. Stop 18's run found a model entry whose network name was a list raising TypeError.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import medzip  # noqa: E402
+from medzip.errors import MedzipError  # noqa: E402
+
+import test_hostile as hostile  # noqa: E402
+from conftest import (Stream, deep_trio, demo_volume, example4d_head_series,  # noqa: E402
+                      long_dwi, wide_heart, zero_padded_ct)
+
+EXPECTED = ("exact", "corrupt", "refused")
+
+
+def streams(paper: bool) -> dict:
+    """name -> (array, compress keyword arguments)."""
+    dwi = demo_volume()[:6, 20:60, 20:60]
+    out = {
+        "level1 ls3d": (dwi, dict(level=1, chunk_slices=2)),
+        "level2 ls3d": (dwi, dict(level=2, chunk_slices=3)),
+        "level4 medzip-lstm": (dwi, dict(level=4, chunk_slices=3)),
+        "level5 value table": (dwi, dict(level=5, chunk_slices=3)),  # the sample is sparse
+        "level5 wide sets": (wide_heart(), dict(level=5, chunk_slices=5)),
+        "level5 long sets": (long_dwi(), dict(level=5, chunk_slices=3)),
+        "level5 deep sets": (np.ascontiguousarray(deep_trio()[:, 16:48, 16:48]),
+                             dict(level=5, chunk_slices=16)),
+        "level5 padding value": (np.ascontiguousarray(zero_padded_ct()[:8]),
+                                 dict(level=5, chunk_slices=4)),
+        "level9 series": (example4d_head_series()[:, :4, :32, :40], dict(level=9, chunk_slices=2)),
+    }
+    if paper:
+        out["medzip-paper"] = (dwi[:, :24, :24], dict(model="medzip-paper", chunk_slices=3))
+    return out
+
+
+def _plain_sections(data: bytes, original: np.ndarray, count: int, seed: int) -> dict:
+    """Section damage for predictors whose parameters are not a blend block."""
+    rng = random.Random(seed)
+    n_chunks = len(Stream.parse(data).header["volumes"][0]["chunks"])
+    tally: dict = {}
+    for k in range(count):
+        if k % 2 == 0:
+            kind, pick = "parameter block", lambda vh: vh["predictor_params"]
+        else:
+            i = rng.randrange(n_chunks)
+            kind, pick = "coded chunk", lambda vh, i=i: vh["chunks"][i]
+        t0 = time.perf_counter()
+        outcome = hostile._outcome(hostile._with_section(
+            data, pick, lambda section: hostile._damaged(section, rng)), original)
+        if time.perf_counter() - t0 > 20:
+            outcome = "LEAK slow"
+        tally[(kind, outcome)] = tally.get((kind, outcome), 0) + 1
+    return {"tally": tally}
+
+
+def _partial_outcome(data: bytes, original: np.ndarray, rng: random.Random) -> str:
+    z = original.shape[-3]
+    start = rng.randrange(z)
+    stop = rng.randrange(start, z + 1)
+    try:
+        out = medzip.decompress(data, slices=(start, stop))
+    except MedzipError as exc:
+        return "refused" if "\n" not in str(exc) else "LEAK multi-line message"
+    except Exception as exc:  # noqa: BLE001 - the finding this campaign looks for
+        return f"LEAK partial {type(exc).__name__}: {exc}"[:300]
+    want = original[..., start:stop, :, :]
+    same = out.dtype == original.dtype and out.shape == want.shape and np.array_equal(out, want)
+    return "exact" if same else "other values (forged header, no digest)"
+
+
+def _partial(data: bytes, original: np.ndarray, count: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    tally: dict = {}
+    for kind, blob in hostile._mutations(data, count, seed):
+        t0 = time.perf_counter()
+        outcome = _partial_outcome(blob, original, rng)
+        if time.perf_counter() - t0 > 20:
+            outcome = "LEAK slow"
+        tally[(kind, outcome)] = tally.get((kind, outcome), 0) + 1
+    return {"tally": tally}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=1500, help="mutations per campaign")
+    ap.add_argument("--paper", action="store_true", help="add the (slow) medzip-paper stream")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="streams whose name contains NAME")
+    ap.add_argument("--seed", type=int, default=1000)
+    args = ap.parse_args()
+    findings = 0
+    for i, (name, (arr, kw)) in enumerate(streams(args.paper).items()):
+        if args.only and not any(s in name for s in args.only):
+            continue
+        data = medzip.compress(arr, **kw)
+        model = Stream.parse(data).header["volumes"][0].get("model", {})
+        print(f"{name}: {arr.shape} {arr.dtype}, model entry {model}", flush=True)
+        blend = model.get("name") == "medzip-blend"
+        sections = hostile._fuzz_sections if blend else _plain_sections
+        for label, fn in (("whole", hostile._fuzz), ("sections", sections),
+                          ("partial", _partial)):
+            t0 = time.time()
+            status, value, growth = hostile.run_limited(fn, data, arr, args.count,
+                                                        args.seed + 10 * i, timeout=7200)
+            if status != "ok":
+                bad = {("harness", value): 1}
+            else:
+                bad = {k: n for k, n in value["tally"].items()
+                       if k[1] not in EXPECTED and not k[1].startswith("other values")}
+            if growth >= hostile.RSS_BUDGET:
+                bad[("memory", f"{growth >> 20} MiB")] = 1
+            findings += sum(bad.values())
+            other = sum(n for k, n in value["tally"].items() if k[1].startswith("other")) \
+                if status == "ok" else 0
+            print(f"{name:22s} {label:8s} {args.count} mutations, {time.time() - t0:5.0f} s, "
+                  f"RSS +{growth >> 20} MiB, findings {bad or 0}"
+                  + (f", partial decodes of forged headers with other values: {other}"
+                     if other else ""), flush=True)
+    print(f"{findings} findings")
+    return 1 if findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
