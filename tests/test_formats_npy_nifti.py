@@ -246,6 +246,20 @@ def test_npy_trailer_truncation_and_sniffing(tmp_path):
     assert adapter_for_path(anon) is NPY
 
 
+@pytest.mark.parametrize("edit", [(b"{", b"("), (b"{", b"["), (b"'descr'", b"'desc\n"),
+                                  (b"}", b" ")], ids=["paren", "bracket", "newline", "unclosed"])
+def test_npy_mangled_header_is_refused(tmp_path, edit):
+    """A header dict numpy's tokenizer cannot finish (an unbalanced bracket raised
+    tokenize.TokenError, not a MedzipError: found by fuzzing input files, stop 18)."""
+    src = tmp_path / "m.npy"
+    np.save(src, np.arange(60, dtype=np.int16).reshape(3, 4, 5))
+    old, new = edit
+    src.write_bytes(src.read_bytes().replace(old, new, 1))
+    with pytest.raises(UnsupportedInputError) as exc:
+        NPY.read(src)
+    assert str(src) in str(exc.value) and "\n" not in str(exc.value)
+
+
 def test_npy_default_output_and_wrong_volume(tmp_path):
     src = tmp_path / "v.npy"
     np.save(src, np.ones((2, 3, 4), np.int16))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,9 @@ class NpyAdapter:
             # 3.0 differs from 2.0 only by UTF-8 text, which plain integer dtypes never need.
             reader = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
             shape, fortran, dtype = reader(fp)
-        except (ValueError, TypeError, SyntaxError) as exc:
+        # numpy parses the header dict with tokenize / ast: an unbalanced bracket raises
+        # tokenize.TokenError, which is none of the others
+        except (ValueError, TypeError, SyntaxError, tokenize.TokenError) as exc:
             raise UnsupportedInputError(f"{path}: unreadable .npy header: {exc}") from None
         check_int_dtype(dtype, path)
         offset = fp.tell()
