@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import struct
 from pathlib import Path
 
 import nibabel as nib
@@ -150,6 +151,22 @@ def test_nifti_truncated_and_garbage_are_refused(tmp_path):
     plain.write_bytes(b"\0" * 400)
     with pytest.raises(UnsupportedInputError, match="not a NIfTI"):
         NIFTI.read(plain)
+
+
+@pytest.mark.parametrize("klass", [nib.Nifti1Image, nib.Nifti2Image], ids=["nifti1", "nifti2"])
+@pytest.mark.parametrize("dims", [(-8, -8), (-(2 ** 14), 8)], ids=["two_negative", "one_negative"])
+def test_nifti_negative_dimensions_are_refused(tmp_path, klass, dims):
+    """Forged ``dim`` fields: one negative axis made nibabel allocate from a negative (NIfTI-2:
+    huge) count and raise OverflowError; two passed the size check (found by fuzzing input
+    files, stop 18)."""
+    src = _save(tmp_path / "n.nii", np.ones((8, 8, 8), np.int16), klass=klass)
+    raw = bytearray(src.read_bytes())
+    fmt, at = ("<hh", 42) if klass is nib.Nifti1Image else ("<qq", 24)  # dim[1], dim[2]
+    struct.pack_into(fmt, raw, at, *(d if klass is nib.Nifti1Image else d * 2 ** 48 for d in dims))
+    src.write_bytes(bytes(raw))
+    with pytest.raises(UnsupportedInputError, match="negative dimension") as exc:
+        NIFTI.read(src)
+    assert "\n" not in str(exc.value)
 
 
 def test_nifti_is_sniffed_by_content(tmp_path):

@@ -107,6 +107,8 @@ class NiftiAdapter:
             raise UnsupportedInputError(f"{path}: unreadable NIfTI header: {exc}") from None
         check_int_dtype(dtype, path, f"{label} ({dtype.str})" if dtype.kind != "V" else label)
         shape = tuple(int(s) for s in hdr.get_data_shape())
+        if any(s < 0 for s in shape):  # two negative axes would pass the size check below
+            raise UnsupportedInputError(f"{path}: NIfTI header has a negative dimension {shape}")
         offset = int(hdr.get_data_offset())
         count = math.prod(shape)
         end = offset + count * dtype.itemsize
