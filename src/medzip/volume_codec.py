@@ -247,15 +247,7 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
         else:
             values.fill(src, geom.extract(dst))
 
-    known = known_voxels(predictor, geom) if use_mask else None
-    # a predictor's ``floor`` (medzip-blend version 5): the lowest value inside the padding
-    # mask's field of view. The masked voxels (0, the volume's floor) take that value while the
-    # chunk is coded, so the predictors see air, not a step down to the padding, at the field
-    # of view's edge; the coder censors coded voxels there. They are set back to 0 at the end.
-    # ``pad_value`` (version 7): the masked voxels hold that value instead of 0; they read as
-    # the floor while coding (no step up to the padding either) and take it back at the end.
-    floor = int(getattr(predictor, "floor", 0)) if known is not None else 0
-    pad_value = int(getattr(predictor, "pad_value", 0)) if known is not None else 0
+    known, floor, pad_value = coding_mask(predictor, geom) if use_mask else (None, 0, 0)
     if pad_value > vmax:
         raise CorruptStreamError("padding value out of range: data is corrupted")
     swap = bool(floor or pad_value)  # the masked voxels read as the floor (both 0 unmasked)
@@ -309,7 +301,7 @@ def code_chunk(predictor: Predictor, geom: PaddedGeometry, vmax: int,
     return geom.extract(vol)  # a view: callers copy what they keep
 
 
-def known_voxels(predictor, geom: PaddedGeometry) -> np.ndarray | None:
+def _known_voxels(predictor, geom: PaddedGeometry) -> np.ndarray | None:
     """The padding mask spread over the padded chunk (flat bool), or None."""
     plane = getattr(predictor, "known_plane", None)
     if plane is None:
@@ -318,6 +310,24 @@ def known_voxels(predictor, geom: PaddedGeometry) -> np.ndarray | None:
     p = geom.pad
     known[geom.zpad:, p:p + geom.ny, p:p + geom.nx] = plane
     return known.ravel()
+
+
+def coding_mask(predictor, geom: PaddedGeometry) -> tuple[np.ndarray | None, int, int]:
+    """``(known, floor, pad_value)``: the padding mask over the padded chunk (flat bool, or
+    None), the value its voxels read as while the chunk is coded, and the value they hold; both
+    0 without a mask. Where either is set the masked voxels read as ``floor`` (code_chunk; the
+    training rows, which must see what the coder sees, do the same).
+
+    ``floor`` (medzip-blend version 5): the lowest value inside the mask's field of view. The
+    masked voxels (0, the volume's floor) take that value while the chunk is coded, so the
+    predictors see air, not a step down to the padding, at the field of view's edge; the coder
+    censors coded voxels there. They are set back to 0 at the end. ``pad_value`` (version 7):
+    the masked voxels hold that value instead of 0; they read as the floor while coding (no
+    step up to the padding either) and take it back at the end."""
+    known = _known_voxels(predictor, geom)
+    if known is None:
+        return None, 0, 0
+    return known, int(getattr(predictor, "floor", 0)), int(getattr(predictor, "pad_value", 0))
 
 
 def chunk_geometry(predictor, shape) -> PaddedGeometry:

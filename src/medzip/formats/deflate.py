@@ -40,3 +40,10 @@ def find_deflate_level(raw: bytes, deflate: memoryview, levels) -> int | None:
         if out == deflate:
             return level
     return None
+
+
+def recompressed_note(encoding: str) -> dict:
+    """The storage note (files.CompressReport) of a file whose ``encoding`` stream (gzip, zlib)
+    no zlib level reproduces: it restores re-compressed, header and voxels identical."""
+    return {"count": 1, "kind": "recompressed",
+            "reason": f"its {encoding} stream was not written by zlib"}

@@ -26,7 +26,7 @@ from nibabel.arrayproxy import ArrayProxy
 
 from ..errors import UnsupportedInputError
 from .base import Payload, strip_archive_suffix
-from .deflate import find_deflate_level, gzip_header_length
+from .deflate import find_deflate_level, gzip_header_length, recompressed_note
 from .npy import check_int_dtype, check_pieces, codec_view, file_pieces, read_input, sniff
 
 _GZ_MAGIC = b"\x1f\x8b"
@@ -189,8 +189,7 @@ class NiftiAdapter:
         ``.nii`` bytes, re-compressed (``kind`` ``recompressed``; files.CompressReport)."""
         if not meta.get("gzip") or meta.get("gz_level"):
             return []
-        return [{"count": 1, "kind": "recompressed",
-                 "reason": "its gzip stream was not written by zlib"}]
+        return [recompressed_note("gzip")]
 
     def describe(self, meta: dict) -> list[str]:
         shape = "x".join(str(s) for s in meta.get("shape", []))

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import CorruptStreamError, MedzipError, UnsupportedInputError
 from .base import Payload, plain_file_name, strip_archive_suffix
-from .deflate import find_deflate_level, gzip_header_length
+from .deflate import find_deflate_level, gzip_header_length, recompressed_note
 from .npy import check_int_dtype, codec_view, read_input, sniff
 
 _MAX_HEADER = 1 << 20
@@ -316,8 +316,7 @@ class HeaderedImageAdapter:
         if "verbatim" in meta or meta.get("encoding") not in ("gzip", "zlib") \
                 or meta.get("exact", True):
             return []
-        return [{"count": 1, "kind": "recompressed",
-                 "reason": f"its {meta['encoding']} stream was not written by zlib"}]
+        return [recompressed_note(meta["encoding"])]
 
     def describe(self, meta: dict) -> list[str]:
         lines = [f"{self.label}: {meta.get('summary', '')}"]

@@ -81,13 +81,13 @@ def load_model(spec: str) -> ModelFile:
 
 
 def find_model(entry: dict, user_model: str | None = None) -> ModelFile:
-    """Decoder side: the model named by the stream, checked by SHA-256."""
+    """Decoder side: the model named by the stream, checked by SHA-256 (the entry's field
+    types are checked where the header is read: volume_codec._check_model_entry)."""
     want = entry.get("sha256")
     candidates = []
     if user_model:
         candidates.append(load_model(user_model))
-    elif isinstance(entry.get("name"), str) and entry["name"] in BUILTIN_MODELS \
-            and isinstance(want, str):
+    elif entry.get("name") in BUILTIN_MODELS and isinstance(want, str):
         found = _builtin_by_sha(entry["name"], want)
         if found is not None:
             return found

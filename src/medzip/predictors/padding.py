@@ -216,10 +216,12 @@ def _equal_in_every_slice(vol4: np.ndarray, reference) -> np.ndarray | None:
 
 def _pays(mask: np.ndarray, vol4: np.ndarray) -> bool:
     """Whether the coded mask costs below PAYS_BITS_PER_VOXEL per voxel it covers."""
-    covered = int(mask.sum()) * vol4.shape[0] * vol4.shape[1]
+    pixels = int(mask.sum())
+    if pixels < MIN_PIXELS:  # before the zstd sizes, which cost a compression each
+        return False
     packed, rows = coded_mask_sizes(mask)
     size = packed if rows is None else min(packed, rows)
-    return mask.sum() >= MIN_PIXELS and 8 * size < PAYS_BITS_PER_VOXEL * covered
+    return 8 * size < PAYS_BITS_PER_VOXEL * pixels * vol4.shape[0] * vol4.shape[1]
 
 
 def fit_known_plane(vol4: np.ndarray) -> np.ndarray | None:

@@ -14,7 +14,7 @@ from ..formats.base import adapter_for_path
 from ..predictors.ls3d import OFFS_2D, OFFS_3D, LS3DPredictor, flat_offsets
 from ..predictors.lstm import N_FEATURES, volume_features
 from ..scheduling import wavefront
-from ..volume_codec import chunk_bounds, chunk_geometry, known_voxels, map_values
+from ..volume_codec import chunk_bounds, chunk_geometry, coding_mask, map_values
 
 
 @dataclass
@@ -93,12 +93,12 @@ def _blend_features(pred, vol4, t, z0, geom, padded, vmax):
     if pred.temporal and t > 0:
         previous = np.zeros_like(padded)
         geom.embed(vol4[t - 1, z0:z0 + geom.nz], previous)
-    if pred.floor or pred.pad_value:  # masked voxels read as the floor, as code_chunk has them
-        known = known_voxels(pred, geom)
+    known, floor, pad_value = coding_mask(pred, geom)
+    if floor or pad_value:  # masked voxels read as the floor, as code_chunk has them
         padded = padded.copy()  # (the caller's buffer keeps the volume's values)
-        padded[known] = pred.floor
+        padded[known] = floor
         if previous is not None:
-            previous[known] = pred.floor
+            previous[known] = floor
     chunk = pred.start_chunk(geom, vmax, ref=previous)  # no network: the classical blend
     f_all = np.zeros((padded.size, N_FEATURES), np.int8)
     u_all = np.zeros(padded.size, np.int64)
