@@ -255,13 +255,15 @@ def _mutations(data: bytes, count: int, seed: int):
             yield "field edit, CRC fixed", t.build()
 
 
-def _fuzz(data: bytes, original: np.ndarray, count: int, seed: int) -> dict:
+def _fuzz(data: bytes, original: np.ndarray, count: int, seed: int, outcome_of=None) -> dict:
+    """Tally of ``outcome_of(blob, original)`` (default: _outcome) over _mutations."""
+    outcome_of = outcome_of or _outcome
     tally: dict = {}
     worst = (0, "")
     for kind, blob in _mutations(data, count, seed):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t0 = time.perf_counter()
-        outcome = _outcome(blob, original)
+        outcome = outcome_of(blob, original)
         key = (kind, outcome)
         tally[key] = tally.get(key, 0) + 1
         slow = time.perf_counter() - t0
@@ -337,20 +339,25 @@ def _forged_blend_values(blob: bytes, rng: random.Random) -> bytes:
     return blob[:cut] + zstandard.ZstdCompressor().compress(bytes(raw))
 
 
-def _fuzz_sections(data: bytes, original: np.ndarray, count: int, seed: int) -> dict:
+def _fuzz_sections(data: bytes, original: np.ndarray, count: int, seed: int,
+                   blend: bool = True) -> dict:
+    """Damaged sections in turn: the parameter block, (``blend``: its packed values forged,
+    _forged_blend_values) and a coded chunk."""
     rng = random.Random(seed)
     n_chunks = len(Stream.parse(data).header["volumes"][0]["chunks"])
+    kinds = ("parameter block", "parameter values", "coded chunk") if blend else \
+        ("parameter block", "coded chunk")
     tally: dict = {}
     for k in range(count):
         t0 = time.perf_counter()
-        if k % 3 == 0:
-            kind, pick, change = "parameter block", lambda vh: vh["predictor_params"], _damaged
-        elif k % 3 == 1:
-            kind, pick, change = ("parameter values", lambda vh: vh["predictor_params"],
-                                  _forged_blend_values)
+        kind = kinds[k % len(kinds)]
+        if kind == "parameter block":
+            pick, change = lambda vh: vh["predictor_params"], _damaged
+        elif kind == "parameter values":
+            pick, change = lambda vh: vh["predictor_params"], _forged_blend_values
         else:
             i = rng.randrange(n_chunks)
-            kind, pick, change = "coded chunk", lambda vh: vh["chunks"][i], _damaged
+            pick, change = lambda vh: vh["chunks"][i], _damaged
         blob = _with_section(data, pick, lambda section: change(section, rng))
         outcome = _outcome(blob, original)
         if time.perf_counter() - t0 > 20:
